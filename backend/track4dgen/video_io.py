@@ -1,0 +1,66 @@
+"""Image and video files: RGBA PNG frame folders in, MP4 out.
+
+Kept in one place so the runner, Stage Two, evaluation and training read and write frames the
+same way (float32 in [0, 1], channels last).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def read_rgba(path: str | Path) -> np.ndarray:
+    """PNG -> float32 [H, W, 4] in [0, 1]; images without alpha get an opaque alpha."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+    return arr
+
+
+def write_rgba(path: str | Path, image: np.ndarray) -> None:
+    """float [H, W, 3|4] in [0, 1] -> 8-bit PNG."""
+    from PIL import Image
+
+    arr = np.clip(np.asarray(image) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, mode="RGBA" if arr.shape[-1] == 4 else "RGB").save(path)
+
+
+def read_frame_folders(paths: Sequence[Sequence[Path]]) -> np.ndarray:
+    """[[view0 frame paths], [view1 ...], ...] -> float32 [V, F, H, W, 4]."""
+    return np.stack([np.stack([read_rgba(p) for p in frames]) for frames in paths])
+
+
+def composite(rgba: np.ndarray, background: Sequence[float]) -> np.ndarray:
+    """Alpha-composite straight RGBA [..., 4] over a solid background -> RGB [..., 3]."""
+    a = rgba[..., 3:4]
+    return rgba[..., :3] * a + np.asarray(background, dtype=rgba.dtype) * (1.0 - a)
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 8) -> None:
+    """float [F, H, W, 3] in [0, 1] (or uint8) -> H.264 MP4 via imageio-ffmpeg.
+
+    macro_block_size=1 keeps tiny test resolutions (e.g. 32x32) exactly as rendered.
+    """
+    import imageio.v2 as imageio
+
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with imageio.get_writer(str(path), fps=fps, codec="libx264", quality=8, macro_block_size=1,
+                            ffmpeg_log_level="error") as writer:
+        for frame in arr:
+            writer.append_data(frame[..., :3])
+
+
+def read_mp4(path: str | Path) -> np.ndarray:
+    """MP4 -> float32 [F, H, W, 3] in [0, 1]."""
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(str(path)) as reader:
+        return np.stack([np.asarray(f, dtype=np.float32)[..., :3] / 255.0 for f in reader])
