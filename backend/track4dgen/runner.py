@@ -62,6 +62,8 @@ def run_job(job: Job, out_dir: Path, reporter: ProgressReporter, checkpoint_dir:
         work = (checkpoint_dir or out_dir.parent / f".{out_dir.name}.work") / "stage1"
         work.mkdir(parents=True, exist_ok=True)
         videos, features, sds_fn = run_stage1(job, reporter, work)
+        # Stage One (and its 4D-SDS) works on renders composited on Animate3D's grey background.
+        job.spec.stage2.setdefault("background", [0.5, 0.5, 0.5])
         stage1_videos = videos
         timings["stage1_s"] = round(time.perf_counter() - t0, 2)
 

@@ -1,0 +1,25 @@
+"""Synthetic animated objects with exact ground truth (no Blender, no GPU).
+
+``list_objects()`` / ``make_object(name, frames)`` give procedurally built, vertex-coloured meshes
+with known per-frame vertices; ``write_job(name, job_dir, ...)`` writes one as a Stage-Two-only job
+folder (renders of the conditioning rig, cameras, mesh.glb) plus ground truth in ``gt/`` (exact
+animation, exact 2D tracks with visibility, held-out views), which ``load_gt`` reads back.
+"""
+
+from .objects import AnimatedMesh, list_objects, make_object
+from .render import render_animation, render_mesh
+from .tracks import compute_tracks
+from .writer import GroundTruth, load_gt, load_videos, write_job
+
+__all__ = [
+    "AnimatedMesh",
+    "GroundTruth",
+    "compute_tracks",
+    "list_objects",
+    "load_gt",
+    "load_videos",
+    "make_object",
+    "render_animation",
+    "render_mesh",
+    "write_job",
+]

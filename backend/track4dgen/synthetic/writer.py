@@ -1,0 +1,191 @@
+"""Write a synthetic object as a Stage-Two-only job folder with its ground truth, and read it back.
+
+Layout (the job part is exactly what ``track4dgen.job.load_job`` validates)::
+
+    job.json  mesh.glb  cameras.json  views/{k}.png  videos/view{k}/{f:03d}.png
+    gt/animation.npz        vertices [F,V,3], faces [T,3], colors [V,3], name, prompt
+    gt/tracks.npz           tracks [V,F,P,2] pixels, visibility [V,F,P], points_canonical [P,3],
+                            points [F,P,3], face_ids [P], barycentrics [P,3], point_colors [P,3]
+    gt/heldout/view{k}/{f:03d}.png, gt/heldout_cameras.json   azimuths 45/135/225/315
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..cameras import HELDOUT_AZIMUTHS_DEG, Camera, load_cameras, rig_cameras, save_cameras
+from .objects import AnimatedMesh, make_object
+from .render import render_animation
+from .tracks import DEFAULT_POINTS, render_and_track
+
+GT_DIR = "gt"
+
+
+def save_png(path: Path, rgba: np.ndarray) -> None:
+    """Float RGBA [H,W,4] in [0,1] -> 8-bit RGBA PNG."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(np.clip(rgba, 0.0, 1.0) * 255.0).astype(np.uint8), mode="RGBA").save(path, compress_level=1)
+
+
+def load_png(path: Path) -> np.ndarray:
+    """8-bit RGBA PNG -> float32 [H,W,4] in [0,1]."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+
+
+def save_video(folder: Path, frames: np.ndarray) -> None:
+    """Frames [F,H,W,4] -> folder/{f:03d}.png (the job's video layout)."""
+    for f, img in enumerate(frames):
+        save_png(folder / f"{f:03d}.png", img)
+
+
+def load_video(folder: Path, frames: int) -> np.ndarray:
+    """folder/{f:03d}.png for f < frames -> float32 [F,H,W,4]."""
+    return np.stack([load_png(Path(folder) / f"{f:03d}.png") for f in range(frames)])
+
+
+def export_glb(anim: AnimatedMesh, path: Path) -> None:
+    """The rest pose (frame 0) as a GLB with 8-bit vertex colours, coordinates as stored (Z up)."""
+    import trimesh
+
+    colors = np.concatenate([np.round(anim.colors * 255.0), np.full((len(anim.colors), 1), 255.0)], axis=1).astype(np.uint8)
+    mesh = trimesh.Trimesh(vertices=anim.canonical, faces=anim.faces, vertex_colors=colors, process=False)
+    path.write_bytes(mesh.export(file_type="glb"))
+
+
+def write_job(
+    name: str,
+    job_dir: str | Path,
+    resolution: int = 64,
+    frames: int = 16,
+    stage2_overrides: dict[str, Any] | None = None,
+    prompt: str | None = None,
+    num_points: int = DEFAULT_POINTS,
+    seed: int = 0,
+) -> Path:
+    """Build synthetic object ``name`` and write it as a Stage-Two-only job plus ground truth.
+
+    Videos are composited on ``stage2_overrides["background"]`` when given (white otherwise), so
+    Stage Two renders against the same background it was given. Returns the job folder.
+    """
+    from ..job import parse_spec
+
+    job_dir = Path(job_dir)
+    spec: dict[str, Any] = {
+        "version": 1,
+        "prompt": prompt if prompt is not None else "",
+        "seed": int(seed),
+        "frames": int(frames),
+        "views": 4,
+        "resolution": int(resolution),
+        "model": "tiny",
+    }
+    if stage2_overrides:
+        spec["stage2"] = dict(stage2_overrides)
+    parse_spec(spec)  # fail before rendering anything if the settings are invalid
+    anim = make_object(name, frames)
+    if prompt is None:
+        spec["prompt"] = anim.prompt
+    background = tuple((stage2_overrides or {}).get("background", (1.0, 1.0, 1.0)))
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("views", "videos", GT_DIR):  # no stale frames from an earlier, longer job
+        shutil.rmtree(job_dir / sub, ignore_errors=True)
+    gt = job_dir / GT_DIR
+    gt.mkdir()
+
+    cameras = rig_cameras(resolution)
+    videos, tracks = render_and_track(anim, cameras, num_points, seed, background=background)
+    for k in range(len(cameras)):
+        save_png(job_dir / "views" / f"{k}.png", videos[k, 0])
+        save_video(job_dir / "videos" / f"view{k}", videos[k])
+    save_cameras(job_dir / "cameras.json", cameras)
+    export_glb(anim, job_dir / "mesh.glb")
+    (job_dir / "job.json").write_text(json.dumps(spec, indent=1))
+
+    np.savez_compressed(
+        gt / "animation.npz",
+        vertices=anim.vertices_per_frame,
+        faces=anim.faces,
+        colors=anim.colors,
+        name=np.array(anim.name),
+        prompt=np.array(anim.prompt),
+    )
+    np.savez_compressed(gt / "tracks.npz", **tracks)
+    held = rig_cameras(resolution, azimuths_deg=HELDOUT_AZIMUTHS_DEG)
+    held_videos = render_animation(anim.vertices_per_frame, anim.faces, anim.colors, held, background)
+    for k in range(len(held)):
+        save_video(gt / "heldout" / f"view{k}", held_videos[k])
+    save_cameras(gt / "heldout_cameras.json", held, extra={"azimuths_deg": list(HELDOUT_AZIMUTHS_DEG)})
+    return job_dir
+
+
+@dataclass
+class GroundTruth:
+    """Everything ``write_job`` put in ``gt/``; held-out videos load on demand (they are large)."""
+
+    root: Path
+    name: str
+    vertices: np.ndarray  # [F,V,3]
+    faces: np.ndarray  # [T,3]
+    colors: np.ndarray  # [V,3]
+    tracks: np.ndarray  # [V,F,P,2]
+    visibility: np.ndarray  # [V,F,P]
+    points_canonical: np.ndarray  # [P,3]
+    points: np.ndarray  # [F,P,3]
+    face_ids: np.ndarray  # [P]
+    barycentrics: np.ndarray  # [P,3]
+    point_colors: np.ndarray  # [P,3]
+    heldout_cameras: list[Camera]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.vertices.shape[0])
+
+    def heldout_videos(self) -> np.ndarray:
+        """Held-out renders float32 [4,F,H,W,4] in [0,1]."""
+        return np.stack([load_video(self.root / "heldout" / f"view{k}", self.num_frames) for k in range(len(self.heldout_cameras))])
+
+
+def load_gt(job_dir: str | Path) -> GroundTruth:
+    """Read the ground truth of a job written by ``write_job``."""
+    gt = Path(job_dir) / GT_DIR
+    if not (gt / "animation.npz").is_file():
+        raise FileNotFoundError(f"{gt / 'animation.npz'} is missing: {job_dir} was not written by track4dgen.synthetic.write_job")
+    with np.load(gt / "animation.npz") as a, np.load(gt / "tracks.npz") as t:
+        return GroundTruth(
+            root=gt,
+            name=str(a["name"]),
+            vertices=a["vertices"],
+            faces=a["faces"],
+            colors=a["colors"],
+            tracks=t["tracks"],
+            visibility=t["visibility"],
+            points_canonical=t["points_canonical"],
+            points=t["points"],
+            face_ids=t["face_ids"],
+            barycentrics=t["barycentrics"],
+            point_colors=t["point_colors"],
+            heldout_cameras=load_cameras(gt / "heldout_cameras.json"),
+        )
+
+
+def load_videos(job_dir: str | Path, views: int = 4, frames: int | None = None) -> np.ndarray:
+    """The job's given videos float32 [V,F,H,W,4] (frames read from job.json when not given)."""
+    job_dir = Path(job_dir)
+    if frames is None:
+        frames = int(json.loads((job_dir / "job.json").read_text()).get("frames", 16))
+    return np.stack([load_video(job_dir / "videos" / f"view{k}", frames) for k in range(views)])
+
+
+__all__: Sequence[str] = ("write_job", "load_gt", "GroundTruth", "load_videos", "save_png", "load_png", "export_glb")

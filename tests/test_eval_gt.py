@@ -1,0 +1,154 @@
+"""Ground-truth metrics: known values on constructed inputs (no weights, numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from track4dgen.cameras import rig_cameras
+from track4dgen.eval import gt
+
+
+def _icosphere_like(n_lat: int = 8, n_lon: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """A UV sphere (radius 0.5) as vertices/faces."""
+    verts = [[0, 0, 0.5], [0, 0, -0.5]]
+    for i in range(1, n_lat):
+        th = np.pi * i / n_lat
+        for j in range(n_lon):
+            ph = 2 * np.pi * j / n_lon
+            verts.append([0.5 * np.sin(th) * np.cos(ph), 0.5 * np.sin(th) * np.sin(ph), 0.5 * np.cos(th)])
+    verts = np.array(verts)
+    faces = []
+    ring = lambda i, j: 2 + (i - 1) * n_lon + (j % n_lon)  # noqa: E731
+    for j in range(n_lon):
+        faces.append([0, ring(1, j), ring(1, j + 1)])
+        faces.append([1, ring(n_lat - 1, j + 1), ring(n_lat - 1, j)])
+        for i in range(1, n_lat - 1):
+            faces.append([ring(i, j), ring(i + 1, j), ring(i + 1, j + 1)])
+            faces.append([ring(i, j), ring(i + 1, j + 1), ring(i, j + 1)])
+    return verts, np.array(faces)
+
+
+def test_psnr_known_values_and_mask():
+    rng = np.random.default_rng(0)
+    target = rng.random((2, 16, 16, 3))
+    assert gt.psnr(target + 0.1, target) == pytest.approx(20.0, abs=1e-9)  # MSE 0.01
+    pred = target.copy()
+    mask = np.zeros((2, 16, 16), bool)
+    mask[:, 4:12, 4:12] = True
+    pred[:, :2] += 0.5  # error only outside the mask
+    assert gt.psnr(pred, target, mask) == gt.PSNR_CAP_DB
+    assert gt.psnr(pred, target) < 20.0
+    # error inside the mask only: masked PSNR is lower than unmasked (fewer clean pixels)
+    pred2 = target.copy()
+    pred2[:, 6:8, 6:8] += 0.2
+    assert gt.psnr(pred2, target, mask) < gt.psnr(pred2, target)
+    assert gt.psnr(np.round(pred2 * 255).clip(0, 255).astype(np.uint8), np.round(target * 255).astype(np.uint8)) == pytest.approx(
+        gt.psnr(np.round(pred2 * 255).clip(0, 255) / 255, np.round(target * 255) / 255))  # 8-bit input is read as 0..255
+    with pytest.raises(ValueError, match="mask shape"):
+        gt.psnr(pred, target, np.ones((3, 3)))
+    with pytest.raises(ValueError, match="empty"):
+        gt.psnr(pred, target, np.zeros((2, 16, 16)))
+
+
+def test_ssim_properties():
+    rng = np.random.default_rng(1)
+    img = gaussian_img = np.clip(rng.random((32, 32, 3)) * 0.2 + np.linspace(0, 0.8, 32)[None, :, None], 0, 1)
+    assert gt.ssim(img, img) == pytest.approx(1.0, abs=1e-9)
+    noisy = np.clip(img + rng.normal(0, 0.05, img.shape), 0, 1)
+    noisier = np.clip(img + rng.normal(0, 0.2, img.shape), 0, 1)
+    s1, s2 = gt.ssim(noisy, img), gt.ssim(noisier, img)
+    assert 0 < s2 < s1 < 1
+    assert gt.ssim(img, noisy) == pytest.approx(s1, abs=1e-12)  # symmetric
+    mask = np.zeros((32, 32), bool)
+    mask[:, :10] = True
+    damaged = gaussian_img.copy()
+    damaged[:, 22:] = 0.0  # far from the mask (beyond the 5-px window radius)
+    assert gt.ssim(damaged, img, mask) == pytest.approx(1.0, abs=1e-9)
+    assert gt.ssim(damaged, img) < 0.9
+
+
+def test_closest_point_matches_dense_sampling():
+    rng = np.random.default_rng(2)
+    a, b, c = rng.normal(size=(3, 3))
+    pts = rng.normal(size=(100, 3)) * 2
+    q, bary = gt.closest_point_on_triangles(pts, a, b, c)
+    assert np.allclose(bary.sum(-1), 1) and (bary >= -1e-12).all()
+    assert np.allclose(bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:] * c, q)
+    u, v = np.meshgrid(np.linspace(0, 1, 200), np.linspace(0, 1, 200))
+    keep = (u + v) <= 1
+    dense = a + u[keep, None] * (b - a) + v[keep, None] * (c - a)
+    d_exact = np.linalg.norm(q - pts, axis=1)
+    d_dense = np.linalg.norm(pts[:, None] - dense[None], axis=-1).min(1)
+    assert (d_exact <= d_dense + 1e-9).all()  # never worse than any sample
+    assert np.abs(d_exact - d_dense).max() < 0.03  # and as good as the dense grid
+
+
+def test_anchor_is_exact_even_with_one_candidate():
+    v, f = _icosphere_like()
+    rng = np.random.default_rng(3)
+    pts = rng.normal(size=(300, 3)) * 0.4
+    fi1, b1, d1 = gt.anchor_to_surface(pts, v, f, k=1)  # forces the exact fallback
+    fi_all, b_all, d_all = gt.anchor_to_surface(pts, v, f, k=len(f))
+    assert np.allclose(d1, d_all, atol=1e-12)
+    q1 = gt.surface_points(v, f, fi1, b1)
+    assert np.allclose(np.linalg.norm(q1 - pts, axis=1), d1)
+
+
+def test_centre_error_zero_for_exact_motion_and_known_for_static():
+    v, f = _icosphere_like()
+    F = 5
+    step = np.array([0.05, 0.0, 0.02])
+    gt_seq = np.stack([v + i * step for i in range(F)])
+    # also a non-rigid part: scale grows, so the check is not only translation
+    gt_seq = gt_seq * np.linspace(1.0, 1.2, F)[:, None, None]
+    fi, bary = gt.sample_surface(v, f, 400, seed=1)
+    moving = gt.surface_points(gt_seq, f, fi, bary)
+    assert gt.centre_error_pct(moving, gt_seq, f) < 1e-9
+    # static centres on a purely translating mesh: error = mean |i*step| over frames
+    trans = np.stack([v + i * step for i in range(F)])
+    static = np.repeat(gt.surface_points(v, f, fi, bary)[None], F, 0)
+    expected = 100 * np.mean([i * np.linalg.norm(step) for i in range(F)]) / gt.bbox_diagonal(v)
+    assert gt.centre_error_pct(static, trans, f) == pytest.approx(expected, rel=1e-9)
+    # weights: a wrong Gaussian with zero weight does not count
+    bad = moving.copy()
+    bad[:, 0] += 1.0
+    w = np.ones(400)
+    w[0] = 0
+    assert gt.centre_error_pct(bad, gt_seq, f, weights=w) < 1e-9
+    assert gt.centre_error_pct(bad, gt_seq, f) > 0.1
+    with pytest.raises(ValueError, match="frames"):
+        gt.centre_error_pct(moving[:3], gt_seq, f)
+
+
+def test_chamfer():
+    rng = np.random.default_rng(4)
+    a = rng.random((500, 3))
+    assert gt.chamfer_distance(a, a) == 0.0
+    assert gt.chamfer_distance(a, a + [0.001, 0, 0]) == pytest.approx(0.001, rel=1e-6)
+    v, f = _icosphere_like()
+    seq = np.stack([v, v + 0.1])
+    fi, bary = gt.sample_surface(v, f, 3000, seed=7)
+    on_surface = gt.surface_points(seq, f, fi, bary)
+    near = gt.chamfer_pct(on_surface, seq, f, n_samples=3000)
+    off = gt.chamfer_pct(on_surface * 1.3, seq, f, n_samples=3000)
+    assert near < 2.0 < off
+
+
+def test_tracks_epe_rigid_motion():
+    v, f = _icosphere_like()
+    rng = np.random.default_rng(5)
+    means = gt.surface_points(v, f, *gt.sample_surface(v, f, 2000, seed=2))
+    F = 4
+    shift = np.array([0.0, 0.0, 0.1])
+    frame_means = np.stack([means + i * shift for i in range(F)])
+    pts = gt.surface_points(v, f, *gt.sample_surface(v, f, 50, seed=3))
+    cams = rig_cameras(64)
+    Ks, w2cs = [c.K for c in cams], [c.w2c for c in cams]
+    gt_tracks = gt.project_tracks(np.stack([pts + i * shift for i in range(F)]), Ks, w2cs)
+    vis = rng.random(gt_tracks.shape[:-1]) > 0.3
+    pred = gt.project_tracks(gt.gaussian_tracks_3d(pts, means, frame_means), Ks, w2cs)
+    assert pred.shape == (4, F, 50, 2)
+    assert gt.track_epe(pred, gt_tracks, vis) < 1e-6
+    still = gt.project_tracks(gt.gaussian_tracks_3d(pts, means, np.repeat(means[None], F, 0)), Ks, w2cs)
+    assert gt.track_epe(still, gt_tracks, vis) > 1.0
