@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:  # `training` and `scripts` are imported from the 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # steady timings on small, busy CPU machines
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,5 @@
+"""Blender extension entry point: everything lives in ``addon/``; this file only delegates."""
+
+from .addon import register, unregister
+
+__all__ = ["register", "unregister"]
