@@ -14,7 +14,7 @@ from pathlib import Path
 from .job import JobError, ProgressReporter, load_job
 from .runner import run_job
 
-QUICK_STAGE2 = {"iters_rec": 300, "iters_sds": 0, "num_gaussians": 4000, "checkpoint_every": 0}
+QUICK_STAGE2 = {"iters_rec": 300, "iters_sds": 0, "num_gaussians": 4000, "batch_images": 16, "checkpoint_every": 0}
 
 
 def main(argv: list[str] | None = None) -> int:
