@@ -50,12 +50,18 @@ def _std(x: list[float]) -> float:
     return float((sum((v - m) ** 2 for v in x) / max(len(x) - 1, 1)) ** 0.5)
 
 
-def run(args) -> dict:
+def _prepare(args, prefix: str) -> tuple[Path, Path]:
+    """Thread count, work folder and (once) the MV-Video data set; returns (root, info.json)."""
     torch.set_num_threads(args.threads)
-    root = Path(args.work_dir or tempfile.mkdtemp(prefix="t4d_ablation_"))
+    root = Path(args.work_dir or tempfile.mkdtemp(prefix=prefix))
     info = root / "data" / "info.json"
     if not info.exists():
         write_dataset(info.parent, args.objects, resolution=args.resolution, starts=[0])
+    return root, info
+
+
+def run(args) -> dict:
+    root, info = _prepare(args, "t4d_ablation_")
     results: dict[str, dict] = {}
     for name, sw in VARIANTS.items():
         if args.variants and name not in args.variants:
@@ -93,11 +99,7 @@ def run(args) -> dict:
 
 def probe(args) -> dict:
     """Block-by-block probe at initialisation (meaningful with pretrained weights, e.g. paper.yaml)."""
-    torch.set_num_threads(args.threads)
-    root = Path(args.work_dir or tempfile.mkdtemp(prefix="t4d_probe_"))
-    info = root / "data" / "info.json"
-    if not info.exists():
-        write_dataset(info.parent, args.objects, resolution=args.resolution, starts=[0])
+    root, info = _prepare(args, "t4d_probe_")
     cfg = load_config(Path(args.config), {
         "model": {"overrides": dict(args.model_overrides)},
         "data": {"info": str(info), "clip_frames": args.frames, "stride": 3},

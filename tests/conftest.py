@@ -31,5 +31,19 @@ def _seed_torch():
 
 
 @pytest.fixture
+def single_thread():
+    """One intra-op thread: on a shared 2-core CI box, torch's spinning worker threads make small
+    ops many times slower than a single thread. Opt in per module with
+    ``pytestmark = pytest.mark.usefixtures("single_thread")``; runs after ``_seed_torch`` (autouse
+    fixtures come first), so it restores that fixture's thread count afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def shared_dir() -> Path:
     return SHARED

@@ -14,14 +14,7 @@ import torch.nn.functional as F
 from track4dgen.tracking.cotracker3 import CoTracker3Offline, CoTracker3Predictor, CoTracker3Tracker
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: on a shared 2-core CI box, torch's spinning worker threads make these
-    small ops many times slower than a single thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.single_thread
 
 FIXTURE = "fixtures/cotracker3"
 

@@ -15,14 +15,7 @@ from training.data import DataFormatError, MVVideoDataset, load_info
 from training.write_mvvideo import clip_starts, write_dataset
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: on a shared 2-core CI box, torch's spinning worker threads make these
-    small ops many times slower than a single thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.single_thread
 
 
 @pytest.fixture(scope="module")

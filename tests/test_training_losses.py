@@ -9,14 +9,7 @@ from training.losses import (LossWeights, corr_loss, diffusion_loss, pixels_to_f
                              sample_features, soft_argmax, stage1_loss)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: on a shared 2-core CI box, torch's spinning worker threads make these
-    small ops many times slower than a single thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.single_thread
 
 
 def _tracks(N=2, F=3, K=4, h=8, w=8):

@@ -12,14 +12,7 @@ from training.train import Trainer, config_from_args, load_config, parse_args
 from training.write_mvvideo import write_dataset
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: on a shared 2-core CI box, torch's spinning worker threads make these
-    small ops many times slower than a single thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.single_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 # smaller widths than the tiny model's defaults keep the CPU test fast; same code path

@@ -27,6 +27,7 @@ from track4dgen.cameras import Camera
 from track4dgen.tracking.base import ClipContext, Tracker
 from track4dgen.tracking.cache import TrackCache
 from track4dgen.tracking.queries import GRID_SIZE, grid_queries
+from track4dgen.video_io import read_mp4, read_rgba
 
 from .write_mvvideo import CLIP_FRAMES, CLIP_STRIDE, mvvideo_cameras
 
@@ -90,20 +91,14 @@ def _read_video(path: str) -> np.ndarray:
     """[F, H, W, 3|4] float32 in [0, 1]; keeps alpha when the container has one (e.g. PNG folders)."""
     p = Path(path)
     if p.is_dir():  # folder of RGBA PNG frames
-        from track4dgen.video_io import read_rgba
-
         frames = sorted(p.glob("*.png"))
         if not frames:
             raise DataFormatError(f"{p} has no PNG frames")
         return np.stack([read_rgba(f) for f in frames])
-    import imageio.v2 as imageio
-
     try:
-        with imageio.get_reader(str(p)) as reader:
-            arr = np.stack([np.asarray(f) for f in reader])
+        return read_mp4(p, keep_alpha=True)
     except Exception as exc:  # noqa: BLE001 - imageio raises many types for bad files
         raise DataFormatError(f"cannot decode {p}: {exc}") from exc
-    return arr.astype(np.float32) / 255.0
 
 
 def background_from_border(frame: np.ndarray) -> np.ndarray:

@@ -21,13 +21,18 @@ def read_rgba(path: str | Path) -> np.ndarray:
     return arr
 
 
-def write_rgba(path: str | Path, image: np.ndarray) -> None:
-    """float [H, W, 3|4] in [0, 1] -> 8-bit PNG."""
+def write_rgba(path: str | Path, image: np.ndarray, compress_level: int | None = None) -> None:
+    """float [H, W, 3|4] in [0, 1] -> 8-bit PNG.
+
+    ``compress_level`` (0-9) trades file size for speed; None keeps Pillow's default (6). Bulk
+    writers such as the synthetic data sets pass 1: the pixels are the same (PNG is lossless).
+    """
     from PIL import Image
 
     arr = np.clip(np.asarray(image) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr, mode="RGBA" if arr.shape[-1] == 4 else "RGB").save(path)
+    options = {} if compress_level is None else {"compress_level": int(compress_level)}
+    Image.fromarray(arr, mode="RGBA" if arr.shape[-1] == 4 else "RGB").save(path, **options)
 
 
 def read_frame_folders(paths: Sequence[Sequence[Path]]) -> np.ndarray:
@@ -58,9 +63,14 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 8) -> None:
             writer.append_data(frame[..., :3])
 
 
-def read_mp4(path: str | Path) -> np.ndarray:
-    """MP4 -> float32 [F, H, W, 3] in [0, 1]."""
+def read_mp4(path: str | Path, keep_alpha: bool = False) -> np.ndarray:
+    """MP4 (or any video imageio decodes) -> float32 [F, H, W, 3] in [0, 1].
+
+    ``keep_alpha`` keeps a fourth channel when the decoder returns one ([F, H, W, 4]); MP4 from
+    ffmpeg is always RGB, so this only matters for other containers.
+    """
     import imageio.v2 as imageio
 
+    channels = slice(None) if keep_alpha else slice(0, 3)
     with imageio.get_reader(str(path)) as reader:
-        return np.stack([np.asarray(f, dtype=np.float32)[..., :3] / 255.0 for f in reader])
+        return np.stack([np.asarray(f, dtype=np.float32)[..., channels] / 255.0 for f in reader])

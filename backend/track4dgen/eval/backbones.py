@@ -25,11 +25,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..tracking.convblocks import ResidualBlock
+from ..tracking.convblocks import norm_layer as _norm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,6 +91,21 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
     return {k.removeprefix("module.").removeprefix("backbone."): v for k, v in sd.items()}
+
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _load_strict(
+    build: Callable[[], _M], source: str | Path, filenames: Sequence[str], what: str, how_to_get: str,
+    device: str | torch.device,
+) -> _M:
+    """Checkpoints whose keys already match our module names: find the file (before building the
+    network, so a missing file fails fast), load strictly, move to ``device`` in eval mode."""
+    path = resolve_weight_file(source, filenames, what, how_to_get)
+    model = build()
+    model.load_state_dict(load_state_dict_file(path), strict=True)
+    return model.to(device).eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,36 +433,6 @@ class InputPadder:
         return x[..., t : h - b, l : w - r]
 
 
-def _norm(kind: str, ch: int) -> nn.Module:
-    if kind == "group":
-        return nn.GroupNorm(ch // 8, ch)
-    if kind == "batch":
-        return nn.BatchNorm2d(ch)
-    if kind == "instance":
-        return nn.InstanceNorm2d(ch)
-    return nn.Sequential()
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, norm: str, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, stride=stride)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.relu = nn.ReLU(inplace=True)
-        self.norm1, self.norm2 = _norm(norm, cout), _norm(norm, cout)
-        self.downsample = None
-        if stride != 1:
-            self.norm3 = _norm(norm, cout)
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride), self.norm3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.norm1(self.conv1(x)))
-        y = self.relu(self.norm2(self.conv2(y)))
-        if self.downsample is not None:
-            x = self.downsample(x)
-        return self.relu(x + y)
-
-
 class BottleneckBlock(nn.Module):
     def __init__(self, cin: int, cout: int, norm: str, stride: int = 1) -> None:
         super().__init__()
@@ -619,10 +607,7 @@ RAFT_HOW = ("Download raft-things.pth (princeton-vl/RAFT models.zip, or VBench's
 
 
 def load_raft(source: str | Path, device: str | torch.device = "cpu") -> RAFT:
-    path = resolve_weight_file(source, ["raft-things.pth"], "RAFT", RAFT_HOW)
-    model = RAFT()
-    model.load_state_dict(load_state_dict_file(path), strict=True)
-    return model.to(device).eval()
+    return _load_strict(RAFT, source, ["raft-things.pth"], "RAFT", RAFT_HOW, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -847,7 +832,4 @@ AMT_HOW = ("Download amt-s.pth (MCG-NKU/AMT release, also VBench's pretrained/am
 
 
 def load_amt_s(source: str | Path, device: str | torch.device = "cpu") -> AMTS:
-    path = resolve_weight_file(source, ["amt-s.pth"], "AMT-S", AMT_HOW)
-    model = AMTS()
-    model.load_state_dict(load_state_dict_file(path), strict=True)
-    return model.to(device).eval()
+    return _load_strict(AMTS, source, ["amt-s.pth"], "AMT-S", AMT_HOW, device)

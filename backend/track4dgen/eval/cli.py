@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..video_io import read_mp4, read_rgba
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="track4dgen eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,27 +109,14 @@ def evaluate_gt(result_dir: Path, job_dir: Path, backend: str = "auto", device: 
     return out
 
 
-def _read_mp4(path: Path) -> np.ndarray:
-    import imageio.v2 as imageio
-
-    return np.stack([np.asarray(f)[..., :3] for f in imageio.mimread(str(path), memtest=False)]).astype(np.float32) / 255.0
-
-
 def _result_videos(result_dir: Path, which: str) -> np.ndarray | None:
     vdir = result_dir / "videos"
     prefixes = ["stage1_view", "render_view"] if which == "auto" else [f"{which}_view"]
     for prefix in prefixes:
         paths = sorted(vdir.glob(f"{prefix}*.mp4"), key=lambda p: int(p.stem.removeprefix(prefix) or 0))
         if paths:
-            return np.stack([_read_mp4(p) for p in paths])
+            return np.stack([read_mp4(p) for p in paths])
     return None
-
-
-def _load_rgba(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
 
 
 def evaluate_paper(args: argparse.Namespace, device: str) -> dict[str, float]:
@@ -140,9 +129,9 @@ def evaluate_paper(args: argparse.Namespace, device: str) -> dict[str, float]:
     out: dict[str, float] = {}
     clip = Bk.load_clip(args.clip, device) if args.clip else None
     job = args.job if args.job is not None else args.gt
-    reference = composite(_load_rgba(args.reference)) if args.reference else None
+    reference = composite(read_rgba(args.reference)) if args.reference else None
     if reference is None and job is not None and (job / "views" / "0.png").is_file():
-        reference = composite(_load_rgba(job / "views" / "0.png"))
+        reference = composite(read_rgba(job / "views" / "0.png"))
     prompt = args.prompt
     if prompt is None and job is not None and (job / "job.json").is_file():
         prompt = json.loads((job / "job.json").read_text()).get("prompt") or None
@@ -161,7 +150,7 @@ def evaluate_paper(args: argparse.Namespace, device: str) -> dict[str, float]:
             raise FileNotFoundError(f"no videos/*_view*.mp4 in {args.result}; video metrics need the result's videos")
         conds = None
         if job is not None and (job / "views").is_dir():
-            conds = np.stack([composite(_load_rgba(job / "views" / f"{k}.png")) for k in range(len(videos))])
+            conds = np.stack([composite(read_rgba(job / "views" / f"{k}.png")) for k in range(len(videos))])
         out.update(evaluate_videos(videos, bb, conds, args.fps)["metrics"])
     if clip is not None:
         g = load_gaussians(args.result)

@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .. import video_io
 from ..cameras import RIG_DISTANCE, RIG_ELEVATION_DEG, RIG_FOV_Y_DEG, Camera, rig_cameras
 
 ORBIT_VIEWS = 8
@@ -46,8 +47,7 @@ def composite(rgba: np.ndarray, background: Sequence[float] = (1.0, 1.0, 1.0)) -
         return a
     if a.shape[-1] != 4:
         raise ValueError(f"expected RGB or RGBA images, got last axis {a.shape[-1]}")
-    alpha = a[..., 3:]
-    return a[..., :3] * alpha + np.asarray(background, dtype=np.float32) * (1 - alpha)
+    return video_io.composite(a, background)
 
 
 def _embed(clip, images: np.ndarray, batch: int = 32) -> torch.Tensor:

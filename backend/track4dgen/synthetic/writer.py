@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..cameras import HELDOUT_AZIMUTHS_DEG, Camera, load_cameras, rig_cameras, save_cameras
+from ..video_io import read_rgba, write_rgba
 from .objects import AnimatedMesh, make_object
 from .render import render_animation
 from .tracks import DEFAULT_POINTS, render_and_track
@@ -28,19 +29,12 @@ GT_DIR = "gt"
 
 
 def save_png(path: Path, rgba: np.ndarray) -> None:
-    """Float RGBA [H,W,4] in [0,1] -> 8-bit RGBA PNG."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(np.clip(rgba, 0.0, 1.0) * 255.0).astype(np.uint8), mode="RGBA").save(path, compress_level=1)
+    """Float RGBA [H,W,4] in [0,1] -> 8-bit RGBA PNG (``video_io.write_rgba``; fast, lossless
+    compression level 1 because a job writes hundreds of frames)."""
+    write_rgba(path, rgba, compress_level=1)
 
 
-def load_png(path: Path) -> np.ndarray:
-    """8-bit RGBA PNG -> float32 [H,W,4] in [0,1]."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+load_png = read_rgba  # 8-bit RGBA PNG -> float32 [H,W,4] in [0,1]; the name is part of this module's API
 
 
 def save_video(folder: Path, frames: np.ndarray) -> None:

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import ClipContext, TrackResult, Tracker, check_inputs
+from .convblocks import ResidualBlock
 
 MODEL_RESOLUTION = (384, 512)
 HUB_REPO = "facebook/cotracker3"
@@ -81,26 +82,9 @@ def support_offsets(radius: int, device: torch.device) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Feature encoder (names match the checkpoint: fnet.*)
 # --------------------------------------------------------------------------------------------
-class ResidualBlock(nn.Module):
-    """Two 3x3 convs with instance norm; a strided 1x1 conv shortcut when downsampling."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, stride=stride)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.norm1 = nn.InstanceNorm2d(cout)
-        self.norm2 = nn.InstanceNorm2d(cout)
-        self.relu = nn.ReLU()
-        self.downsample: Optional[nn.Sequential] = None
-        if stride != 1:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride), nn.InstanceNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.norm1(self.conv1(x)))
-        y = self.relu(self.norm2(self.conv2(y)))
-        if self.downsample is not None:
-            x = self.downsample(x)
-        return self.relu(x + y)
+def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """Two of RAFT's residual blocks with instance norm (CoTracker3's fnet), the first strided."""
+    return nn.Sequential(ResidualBlock(cin, cout, "instance", stride), ResidualBlock(cout, cout, "instance"))
 
 
 class FeatureEncoder(nn.Module):
@@ -112,10 +96,10 @@ class FeatureEncoder(nn.Module):
         d = output_dim
         self.conv1 = nn.Conv2d(3, d // 2, 7, stride=2, padding=3)
         self.norm1 = nn.InstanceNorm2d(d // 2)
-        self.layer1 = nn.Sequential(ResidualBlock(d // 2, d // 2, 1), ResidualBlock(d // 2, d // 2))
-        self.layer2 = nn.Sequential(ResidualBlock(d // 2, d // 4 * 3, 2), ResidualBlock(d // 4 * 3, d // 4 * 3))
-        self.layer3 = nn.Sequential(ResidualBlock(d // 4 * 3, d, 2), ResidualBlock(d, d))
-        self.layer4 = nn.Sequential(ResidualBlock(d, d, 2), ResidualBlock(d, d))
+        self.layer1 = _stage(d // 2, d // 2, 1)
+        self.layer2 = _stage(d // 2, d // 4 * 3, 2)
+        self.layer3 = _stage(d // 4 * 3, d, 2)
+        self.layer4 = _stage(d, d, 2)
         self.conv2 = nn.Conv2d(d * 3 + d // 4, d * 2, 3, padding=1)
         self.norm2 = nn.InstanceNorm2d(d * 2)
         self.conv3 = nn.Conv2d(d * 2, d, 1)

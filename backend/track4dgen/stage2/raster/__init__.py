@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .gsplat import INSTALL_HINT, gsplat_available, rasterize_gsplat
+from .inputs import check_inputs
 from .torch_cpu import rasterize_torch
 
 __all__ = ["rasterize", "select_backend", "BACKENDS"]
@@ -42,52 +43,6 @@ def select_backend(device: torch.device, backend: str = "auto") -> str:
                 f"install it with `{INSTALL_HINT}` or use backend='torch'"
             )
     return backend
-
-
-def _check_inputs(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
-    colors: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    width: int,
-    height: int,
-    backgrounds: Tensor | None,
-) -> None:
-    """Shape/device checks with messages that name the argument and the expected shape."""
-
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ValueError(msg)
-
-    need(means.dim() == 2 and means.shape[1] == 3, f"means must be [N, 3], got {tuple(means.shape)}")
-    N = means.shape[0]
-    need(tuple(quats.shape) == (N, 4), f"quats must be [N, 4] = [{N}, 4] (wxyz), got {tuple(quats.shape)}")
-    need(tuple(scales.shape) == (N, 3),
-         f"scales must be [N, 3] = [{N}, 3] (linear, not log), got {tuple(scales.shape)}")
-    need(tuple(opacities.shape) == (N,),
-         f"opacities must be [N] = [{N}] (0..1, after sigmoid), got {tuple(opacities.shape)}")
-    need(viewmats.dim() == 3 and viewmats.shape[1:] == (4, 4),
-         f"viewmats must be [C, 4, 4] world->camera, got {tuple(viewmats.shape)}")
-    C = viewmats.shape[0]
-    need(tuple(Ks.shape) == (C, 3, 3), f"Ks must be [C, 3, 3] = [{C}, 3, 3], got {tuple(Ks.shape)}")
-    need(
-        (colors.dim() == 2 and colors.shape[0] == N) or (colors.dim() == 3 and colors.shape[:2] == (C, N)),
-        f"colors must be [N, D] or [C, N, D] with N={N}, C={C}, got {tuple(colors.shape)}",
-    )
-    D = colors.shape[-1]
-    if backgrounds is not None:
-        need(tuple(backgrounds.shape) == (C, D),
-             f"backgrounds must be [C, D] = [{C}, {D}] or None, got {tuple(backgrounds.shape)}")
-    need(int(width) > 0 and int(height) > 0, f"width and height must be positive, got {width}x{height}")
-    tensors = [means, quats, scales, opacities, colors, viewmats, Ks]
-    if backgrounds is not None:
-        tensors.append(backgrounds)
-    devices = {t.device for t in tensors}
-    need(len(devices) == 1, f"all rasterizer inputs must be on one device, got {sorted(map(str, devices))}")
-    need(all(t.is_floating_point() for t in tensors), "all rasterizer inputs must be floating point tensors")
 
 
 def rasterize(
@@ -121,12 +76,9 @@ def rasterize(
         (colors [C, H, W, D], alphas [C, H, W, 1]), differentiable w.r.t. every float input
         except Ks.
     """
-    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
-    chosen = select_backend(means.device, backend)
-    if chosen == "gsplat":
-        return rasterize_gsplat(
-            means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height), backgrounds
-        )
-    return rasterize_torch(
+    # validate before choosing a backend, so a shape error wins over a backend/device error
+    check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
+    render = rasterize_gsplat if select_backend(means.device, backend) == "gsplat" else rasterize_torch
+    return render(
         means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height), backgrounds
     )

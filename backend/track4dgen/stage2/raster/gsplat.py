@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .inputs import check_inputs
 from .torch_cpu import EPS2D, FAR_PLANE, NEAR_PLANE
 
 INSTALL_HINT = "pip install gsplat==1.5.3"
@@ -35,7 +36,8 @@ def rasterize_gsplat(
     height: int,
     backgrounds: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Render with gsplat; returns (colors [C, H, W, D], alphas [C, H, W, 1])."""
+    """Render with gsplat; arguments and outputs as :func:`track4dgen.stage2.raster.rasterize`."""
+    check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
     from gsplat import rasterization
 
     dtype = means.dtype

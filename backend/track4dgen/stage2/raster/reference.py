@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .inputs import check_inputs
+
 
 def _rotation(q: Tensor) -> Tensor:
     q = q / torch.sqrt((q * q).sum())
@@ -45,6 +47,7 @@ def render_reference(
     far_plane: float = 1e10,
 ) -> tuple[Tensor, Tensor]:
     """Same signature and outputs as ``rasterize``; computes in float64."""
+    check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
     f64 = torch.float64
     means, quats, scales = means.to(f64), quats.to(f64), scales.to(f64)
     opacities, colors = opacities.to(f64), colors.to(f64)

@@ -44,6 +44,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .inputs import check_inputs
+
 # gsplat constants (RasterizeToPixels3DGSFwd.cu, ProjectionEWA3DGSFused.cu, rendering.py).
 ALPHA_THRESHOLD = 1.0 / 255.0
 ALPHA_MAX = 0.999
@@ -560,12 +562,12 @@ def rasterize_torch(
     max_cells_per_chunk: int = 1 << 22,
     stats: dict | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Render C cameras; returns (colors [C, H, W, D], alphas [C, H, W, 1]).
+    """Render C cameras; arguments and outputs as :func:`track4dgen.stage2.raster.rasterize`.
 
-    Inputs are already validated by :func:`track4dgen.stage2.raster.rasterize`. If ``stats``
-    is a dict it receives counters (Gaussians ``enumerated`` and ``culled`` as hidden, window
-    ``hits``, composited ``pairs``), summed over cameras, for benchmarks and tests.
+    If ``stats`` is a dict it receives counters (Gaussians ``enumerated`` and ``culled`` as
+    hidden, window ``hits``, composited ``pairs``), summed over cameras, for benchmarks and tests.
     """
+    check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
     C = viewmats.shape[0]
     N = means.shape[0]
     D = colors.shape[-1]
