@@ -13,8 +13,10 @@ from pathlib import Path
 
 from .job import JobError, ProgressReporter, load_job
 from .runner import run_job
+from .stage2.config import CPU_DEMO_OVERRIDES
 
-QUICK_STAGE2 = {"iters_rec": 300, "iters_sds": 0, "num_gaussians": 4000, "batch_images": 16, "checkpoint_every": 0}
+# Sized for a 2-core CPU: the synthetic-set settings at a reduced iteration count, no checkpoints.
+QUICK_STAGE2 = {**CPU_DEMO_OVERRIDES, "checkpoint_every": 0}
 
 
 def main(argv: list[str] | None = None) -> int:
