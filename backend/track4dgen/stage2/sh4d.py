@@ -85,8 +85,8 @@ def coeffs_at(sh4d: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     return sh4d @ basis
 
 
-def degree_of(sh: torch.Tensor) -> int:
-    k = sh.shape[-2] if sh.dim() >= 2 else 1
+def degree_from_count(k: int) -> int:
+    """SH degree L from the coefficient count (L+1)^2."""
     degree = int(round(math.sqrt(k))) - 1
     if (degree + 1) ** 2 != k:
         raise ValueError(f"SH coefficient count {k} is not a square")
@@ -98,7 +98,7 @@ def eval_rgb(coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
 
     Adds 3DGS's +0.5 offset and clamps at 0 (colours above 1 are left to the compositor, as in 3DGS).
     """
-    basis = sh_basis(dirs, degree_of(coeffs[..., 0]) if False else int(round(math.sqrt(coeffs.shape[-2]))) - 1)
+    basis = sh_basis(dirs, degree_from_count(coeffs.shape[-2]))
     rgb = (basis[..., None] * coeffs).sum(-2) + 0.5
     return rgb.clamp_min(0.0)
 

@@ -1,0 +1,89 @@
+"""Write Stage Two results: ``gaussians4d.npz`` and ``videos/render_view{k}.mp4``.
+
+npz keys (DESIGN.md, brief): canonical ``means quats(wxyz) log_scales opacity_logit sh4d``;
+per frame ``frame_means frame_quats frame_log_scales frame_rgb``; ``opacity`` (sigmoid), ``fps``.
+``frame_rgb`` is the SH colour averaged over the training cameras' directions, for viewers that
+cannot evaluate SH. Extra keys: ``sh_degree``, ``frames``, ``time_norm`` (the string
+"frame/(frames-1)", the 4D-SH time convention) and ``source_face_idx``/``source_bary`` (the mesh
+triangle and barycentric weights each Gaussian was sampled from, used by ground-truth evaluation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import Stage2Model
+from .optimize import RenderFn, TrainData, render_frame
+
+
+@torch.no_grad()
+def frame_arrays(model: Stage2Model, cam_centers: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-frame means/quats/log_scales/rgb for every frame: ``[F, N, ...]`` float32."""
+    means, quats, scales, rgb = [], [], [], []
+    for f in range(model.num_frames):
+        s = model.frame(f)
+        means.append(s.means)
+        quats.append(s.quats)
+        scales.append(s.log_scales)
+        rgb.append(model.colors(s, cam_centers).mean(0).clamp(0, 1))
+    as_np = lambda xs: torch.stack(xs).float().cpu().numpy()  # noqa: E731
+    return {"frame_means": as_np(means), "frame_quats": as_np(quats), "frame_log_scales": as_np(scales), "frame_rgb": as_np(rgb)}
+
+
+@torch.no_grad()
+def write_gaussians_npz(path: str | Path, model: Stage2Model, cam_centers: torch.Tensor, fps: float) -> Path:
+    g = model.gaussians
+    q = g.quats / g.quats.norm(dim=-1, keepdim=True)
+    arrays = {
+        "means": g.means.float().cpu().numpy(),
+        "quats": q.float().cpu().numpy(),
+        "log_scales": g.log_scales.float().cpu().numpy(),
+        "opacity_logit": g.opacity_logit.float().cpu().numpy(),
+        "opacity": torch.sigmoid(g.opacity_logit).float().cpu().numpy(),
+        "sh4d": g.sh4d.float().cpu().numpy(),
+        "fps": np.array(float(fps), dtype=np.float32),
+        "sh_degree": np.array(g.sh_degree, dtype=np.int32),
+        "frames": np.array(model.num_frames, dtype=np.int32),
+        "time_norm": np.array("frame/(frames-1)"),
+        "source_face_idx": g.face_idx.cpu().numpy().astype(np.int64),
+        "source_bary": g.bary.float().cpu().numpy(),
+    }
+    arrays.update(frame_arrays(model, cam_centers))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+@torch.no_grad()
+def render_all(model: Stage2Model, data: TrainData, render_fn: RenderFn, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Every view x frame: (rgb [V,F,H,W,3] on the background, alpha [V,F,H,W,1])."""
+    views = list(range(data.num_views))
+    rgbs, alphas = [], []
+    for f in range(data.num_frames):
+        rgb, alpha, _ = render_frame(model, data, f, views, render_fn, backend)
+        rgbs.append(rgb)
+        alphas.append(alpha)
+    return torch.stack(rgbs, 1), torch.stack(alphas, 1)
+
+
+def write_videos(out_dir: str | Path, rgb: torch.Tensor, fps: float, prefix: str = "render_view") -> list[Path]:
+    """``rgb`` [V,F,H,W,3] in [0,1] -> ``out_dir/{prefix}{k}.mp4`` (H.264 via imageio-ffmpeg)."""
+    import imageio.v2 as imageio
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = (rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+    h, w = frames.shape[2:4]
+    if h % 2 or w % 2:  # yuv420p needs even sizes
+        frames = np.pad(frames, ((0, 0), (0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    paths = []
+    for k in range(frames.shape[0]):
+        p = out_dir / f"{prefix}{k}.mp4"
+        imageio.mimwrite(p, list(frames[k]), fps=fps, codec="libx264", macro_block_size=1, quality=8)
+        paths.append(p)
+    return paths

@@ -1,0 +1,136 @@
+"""Stage Two losses: masked reconstruction, ARAP rigidity, and the 4D-SDS hook (paper §3.3).
+
+L = w_rec * L_rec + w_sds * L_sds + w_arap * L_arap (defaults 100 / 0.01 / 10).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .deformation import quat_multiply
+
+SdsFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def composite(rgba: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Straight-alpha RGBA ``[..., 4]`` over a background ``[3]`` -> RGB ``[..., 3]``."""
+    a = rgba[..., 3:4]
+    return rgba[..., :3] * a + background * (1.0 - a)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``[B, C, H, W]`` (edges replicated, so the background stays)."""
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _blurred_l2(a: torch.Tensor, b: torch.Tensor, sigma: float) -> torch.Tensor:
+    """L2 between ``[B,H,W,C]`` images blurred by ``sigma`` px (sampled every ``sigma`` px)."""
+    step = max(1, int(sigma))
+    ba = gaussian_blur(a.permute(0, 3, 1, 2), sigma)[..., ::step, ::step]
+    bb = gaussian_blur(b.permute(0, 3, 1, 2), sigma)[..., ::step, ::step]
+    return (ba - bb).pow(2).mean()
+
+
+def reconstruction_loss(
+    render_rgb: torch.Tensor,
+    render_alpha: torch.Tensor,
+    target_rgba: torch.Tensor,
+    background: torch.Tensor,
+    pyramid_levels: int = 0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked L2: RGB (both composited on the job's background) + alpha vs the object mask.
+
+    ``render_rgb`` [B,H,W,3] is the rasterizer's output already composited on ``background``;
+    ``render_alpha`` [B,H,W,1]; ``target_rgba`` [B,H,W,4] straight alpha.
+
+    ``pyramid_levels`` > 0 adds the same L2 on images blurred by sigma = 1, 2, 4, ... px. Why: a part that
+    moved farther than its own width (a waving arm) no longer overlaps its target at full
+    resolution, so the per-pixel loss has no gradient pulling it there; blurred comparisons
+    still overlap and give the deformation field a long-range signal. At the optimum every
+    level is zero too, so the extra terms do not bias the fit.
+    """
+    target_rgb = composite(target_rgba, background)
+    l_rgb = (render_rgb - target_rgb).pow(2).mean()
+    l_mask = (render_alpha[..., 0] - target_rgba[..., 3]).pow(2).mean()
+    loss = l_rgb + l_mask
+    if pyramid_levels > 0:
+        rend = torch.cat([render_rgb, render_alpha], dim=-1)
+        targ = torch.cat([target_rgb, target_rgba[..., 3:4]], dim=-1)
+        for level in range(pyramid_levels):
+            sigma = float(2**level)
+            if 2 * sigma > min(rend.shape[1], rend.shape[2]):
+                break
+            loss = loss + _blurred_l2(rend, targ, sigma) * 4.0 / 3.0  # 4 channels vs the rgb + mask terms
+    return loss, {"rec_rgb": float(l_rgb.detach()), "rec_mask": float(l_mask.detach())}
+
+
+def knn_indices(points: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``[N, k]`` of each point's k nearest other points (canonical neighbourhoods)."""
+    from .gaussians import knn_distances
+
+    _, idx = knn_distances(points.detach().cpu().numpy(), k)
+    return torch.from_numpy(idx).to(points.device)
+
+
+def arap_loss(
+    canon_means: torch.Tensor,
+    means_t: torch.Tensor,
+    dq_t: torch.Tensor | None,
+    neighbours: torch.Tensor,
+    samples: torch.Tensor | None = None,
+    relative: bool = True,
+) -> torch.Tensor:
+    """As-rigid-as-possible on k-NN graphs, canonical -> deformed.
+
+    ``relative`` divides the distance change by the mean canonical neighbour distance, making
+    the term a dimensionless strain: the same weight then means the same rigidity whatever the
+    object's size or Gaussian count (raw squared distances of a dense cloud are ~1e-4 and the
+    term would vanish next to the image loss, letting Gaussians slide along the surface freely).
+
+    Distance term: squared change of each neighbour distance. Rotation term: neighbours should
+    turn by the same rotation, ``1 - |<dq_i, dq_j>|`` (zero for any rigid motion, since a rigid
+    motion gives every Gaussian the same rotation delta). ``samples`` picks the Gaussians used
+    this step (the paper samples a subset, 512 in Animate3D) to keep the cost bounded.
+    """
+    idx = samples if samples is not None else torch.arange(canon_means.shape[0], device=canon_means.device)
+    nb = neighbours[idx]  # [S, k]
+    d0 = (canon_means[idx][:, None, :] - canon_means[nb]).norm(dim=-1)
+    dt = (means_t[idx][:, None, :] - means_t[nb]).norm(dim=-1)
+    diff = dt - d0
+    if relative:
+        diff = diff / d0.mean().detach().clamp_min(1e-12)
+    loss = diff.pow(2).mean()
+    if dq_t is not None:
+        dot = (dq_t[idx][:, None, :] * dq_t[nb]).sum(-1).abs().clamp_max(1.0)
+        loss = loss + (1.0 - dot).mean()
+    return loss
+
+
+def rotation_delta(q0: torch.Tensor, qt: torch.Tensor) -> torch.Tensor:
+    """The rotation taking canonical q0 to qt: ``qt * conj(q0)`` (both normalised)."""
+    q0 = q0 / q0.norm(dim=-1, keepdim=True)
+    qt = qt / qt.norm(dim=-1, keepdim=True)
+    conj = q0 * torch.tensor([1.0, -1.0, -1.0, -1.0], device=q0.device, dtype=q0.dtype)
+    return quat_multiply(qt, conj)
+
+
+def sds_loss(sds_fn: SdsFn | None, renders: torch.Tensor) -> torch.Tensor | None:
+    """The 4D-SDS hook: ``sds_fn(renders [V,F,3,H,W] in [0,1]) -> scalar``; None when off."""
+    if sds_fn is None:
+        return None
+    loss = sds_fn(renders)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise TypeError("sds_fn must return a scalar torch tensor")
+    return loss

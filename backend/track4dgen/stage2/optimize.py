@@ -1,0 +1,251 @@
+"""Stage Two optimisation: the 750 + 250 schedule (paper §3.3, DESIGN.md §Stage Two).
+
+Phase 1 (``iters_rec``): masked reconstruction on random batches of (view, frame) images.
+Phase 2 (``iters_sds``): reconstruction + ARAP + 4D-SDS (when Stage One gives an ``sds_fn``; the
+SDS hook receives all views x frames, so phase 2 renders every image each step).
+
+Beyond the paper (all off by default, see ``config.SYNTHETIC_64_OVERRIDES``): ARAP already in
+phase 1 (``arap_in_rec``), blurred-image terms (``rec_pyramid_levels``), a no-motion prior
+(``w_motion``), K-Planes' time-plane priors (``w_time_sparse``, ``w_time_smooth``), and an
+exponential decay of the field's and the means' learning rates (``lr_final_ratio``, on).
+
+Every iteration is reproducible from (seed, iteration) alone, which is what makes resuming from
+a checkpoint continue exactly the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..job import ProgressReporter, finite_or_raise
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Stage2Config
+from .losses import SdsFn, arap_loss, knn_indices, reconstruction_loss, sds_loss
+from .model import Stage2Model
+
+RenderFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def default_render_fn() -> RenderFn:
+    from .raster import rasterize
+
+    return rasterize
+
+
+@dataclass
+class TrainData:
+    """Targets and cameras at the training resolution."""
+
+    images: torch.Tensor  # [V, F, H, W, 4] straight-alpha RGBA in [0, 1]
+    viewmats: torch.Tensor  # [V, 4, 4] world -> camera (OpenCV)
+    Ks: torch.Tensor  # [V, 3, 3] pixels, for (W, H)
+    background: torch.Tensor  # [3]
+
+    @property
+    def num_views(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def num_frames(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.images.shape[3], self.images.shape[2]  # (width, height)
+
+    @property
+    def cam_centers(self) -> torch.Tensor:
+        return torch.linalg.inv(self.viewmats)[:, :3, 3]
+
+    def to(self, device: torch.device) -> "TrainData":
+        return TrainData(self.images.to(device), self.viewmats.to(device), self.Ks.to(device), self.background.to(device))
+
+
+def render_frame(
+    model: Stage2Model, data: TrainData, frame: int, views: list[int], render_fn: RenderFn, backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """Render ``views`` of ``frame``: (rgb [C,H,W,3] on the background, alpha [C,H,W,1], frame state)."""
+    state = model.frame(frame)
+    vi = torch.as_tensor(views, device=data.viewmats.device)
+    colors = model.colors(state, data.cam_centers[vi])
+    width, height = data.size
+    rgb, alpha = render_fn(
+        state.means,
+        state.quats,
+        torch.exp(state.log_scales),
+        state.opacity,
+        colors,
+        data.viewmats[vi],
+        data.Ks[vi],
+        width,
+        height,
+        backgrounds=data.background[None].expand(len(views), 3),
+        backend=backend,
+    )
+    return rgb, alpha, state
+
+
+def build_optimizer(model: Stage2Model, cfg: Stage2Config) -> torch.optim.Adam:
+    """Adam with one group per parameter kind, at the paper's / 3DGS's learning rates."""
+    g = model.gaussians
+    heads = model.deformation.head_parameters()
+    if model.feature_proj is not None:
+        heads = heads + list(model.feature_proj.parameters())
+    groups = [
+        {"name": "hexplane", "params": list(model.deformation.hexplane.parameters()), "lr": cfg.lr_hexplane},
+        {"name": "heads", "params": heads, "lr": cfg.lr_heads},
+        {"name": "means", "params": [g.means], "lr": cfg.lr_means},
+        {"name": "sh", "params": [g.sh4d], "lr": cfg.lr_sh},
+        {"name": "opacity", "params": [g.opacity_logit], "lr": cfg.lr_opacity},
+        {"name": "scales", "params": [g.log_scales], "lr": cfg.lr_scales},
+        {"name": "quats", "params": [g.quats], "lr": cfg.lr_quats},
+    ]
+    return torch.optim.Adam(groups, lr=cfg.lr_heads, eps=1e-15)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: Stage2Model,
+        data: TrainData,
+        cfg: Stage2Config,
+        sds_fn: SdsFn | None = None,
+        render_fn: RenderFn | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.data = data
+        self.cfg = cfg
+        self.sds_fn = sds_fn
+        self.render_fn = render_fn or default_render_fn()
+        self.seed = seed
+        self.optimizer = build_optimizer(model, cfg)
+        self.base_lrs = {grp["name"]: grp["lr"] for grp in self.optimizer.param_groups}
+        self.neighbours = knn_indices(model.gaussians.means.detach(), cfg.arap_k)
+        self.canon_means0 = model.gaussians.means.detach().clone()
+        self.last: dict[str, float] = {}
+
+    # ---------------------------------------------------------------------------------------
+    def batch(self, iteration: int) -> dict[int, list[int]]:
+        """(view, frame) pairs of this iteration, grouped by frame (deformation runs once per frame)."""
+        nv, nf = self.data.num_views, self.data.num_frames
+        total = nv * nf
+        in_sds_phase = iteration >= self.cfg.iters_rec and self.sds_fn is not None
+        b = total if in_sds_phase else max(1, min(self.cfg.batch_images, total))
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
+        picks = torch.randperm(total, generator=gen)[:b].tolist()
+        groups: dict[int, list[int]] = {}
+        for p in sorted(picks):
+            groups.setdefault(p % nf, []).append(p // nf)
+        return groups
+
+    def step(self, iteration: int) -> dict[str, float]:
+        cfg, data = self.cfg, self.data
+        self.optimizer.zero_grad(set_to_none=True)
+        groups = self.batch(iteration)
+        phase2 = iteration >= cfg.iters_rec
+        use_arap = cfg.w_arap > 0 and (phase2 or cfg.arap_in_rec)
+        gen = torch.Generator().manual_seed(self.seed * 7_919 + iteration)
+        n = self.model.gaussians.num
+        samples = torch.randperm(n, generator=gen)[: min(cfg.arap_samples, n)].to(self.canon_means0.device)
+        rec_total, arap_total, n_img = 0.0, 0.0, 0
+        loss = torch.zeros((), device=data.images.device)
+        stats = {"rec_rgb": 0.0, "rec_mask": 0.0}
+        sds_renders = {}
+        for frame, views in groups.items():
+            rgb, alpha, state = render_frame(self.model, data, frame, views, self.render_fn, cfg.raster_backend)
+            rec, parts = reconstruction_loss(rgb, alpha, data.images[views, frame], data.background, cfg.rec_pyramid_levels)
+            weight = len(views)
+            loss = loss + cfg.w_rec * rec * weight
+            rec_total += float(rec.detach()) * weight
+            for k in stats:
+                stats[k] += parts[k] * weight
+            n_img += weight
+            if use_arap:
+                ar = arap_loss(self.model.gaussians.means, state.means, state.dq, self.neighbours, samples, cfg.arap_relative)
+                loss = loss + cfg.w_arap * ar * weight
+                arap_total += float(ar.detach()) * weight
+            if cfg.w_motion > 0:
+                # small pull toward "no motion": where the images do not ask for motion (static parts,
+                # sliding along the surface, which renders identically) Adam would otherwise random-walk
+                extent = self.model.deformation.extent
+                mo = (state.means - self.model.gaussians.means).pow(2).sum(-1).mean() / extent.pow(2)
+                loss = loss + cfg.w_motion * mo * weight
+            if phase2 and self.sds_fn is not None:
+                sds_renders[frame] = (views, rgb)
+        loss = loss / n_img
+        out = {"rec": rec_total / n_img, **{k: v / n_img for k, v in stats.items()}}
+        if use_arap:
+            out["arap"] = arap_total / n_img
+        if phase2 and self.sds_fn is not None:
+            renders = self._stack_renders(sds_renders)
+            sds = sds_loss(self.sds_fn, renders)
+            if sds is not None:
+                loss = loss + cfg.w_sds * sds
+                out["sds"] = float(sds.detach())
+        hexplane = self.model.deformation.hexplane
+        if cfg.w_time_smooth > 0:
+            loss = loss + cfg.w_time_smooth * hexplane.time_smoothness()
+        if cfg.w_time_sparse > 0:
+            loss = loss + cfg.w_time_sparse * hexplane.time_sparsity()
+        out["loss"] = float(loss.detach())
+        finite_or_raise("stage2 loss", out["loss"])
+        loss.backward()
+        self._set_lrs(iteration)
+        self.optimizer.step()
+        self.last = out
+        return out
+
+    def _stack_renders(self, renders: dict[int, tuple[list[int], torch.Tensor]]) -> torch.Tensor:
+        """[V, F, 3, H, W] from the per-frame renders (phase 2 renders every view and frame)."""
+        nv, nf = self.data.num_views, self.data.num_frames
+        rows = []
+        for f in range(nf):
+            views, rgb = renders[f]
+            order = [views.index(v) for v in range(nv)]
+            rows.append(rgb[order])
+        return torch.stack(rows, dim=1).permute(0, 1, 4, 2, 3).clamp(0, 1)
+
+    def _set_lrs(self, iteration: int) -> None:
+        """Exponential decay of the field's and the means' learning rates to ``lr_final_ratio``."""
+        frac = min(1.0, iteration / max(1, self.cfg.total_iters))
+        decay = self.cfg.lr_final_ratio**frac
+        for grp in self.optimizer.param_groups:
+            base = self.base_lrs[grp["name"]]
+            grp["lr"] = base * decay if grp["name"] in ("hexplane", "heads", "means") else base
+
+    # ---------------------------------------------------------------------------------------
+    def train(
+        self,
+        reporter: ProgressReporter | None = None,
+        checkpoint_dir=None,
+        stop_after: int | None = None,
+    ) -> dict[str, float]:
+        """Run (or resume) the schedule. ``stop_after`` ends early after that many iterations in
+        total without a final checkpoint (tests use it to simulate a killed run). A checkpoint is
+        also written at the very end, so a run killed during export does not train again."""
+        cfg = self.cfg
+        expect = {"config": cfg.to_dict(), "num_gaussians": self.model.gaussians.num, "frames": self.data.num_frames}
+        start = load_checkpoint(checkpoint_dir, self.model, self.optimizer, expect)
+        total = cfg.total_iters
+        end = total if stop_after is None else min(total, stop_after)
+        t0 = time.monotonic()
+        for it in range(start, end):
+            out = self.step(it)
+            done = it + 1
+            if reporter is not None:
+                reporter.update("stage2", done, total, f"loss {out['loss']:.4f}")
+            if checkpoint_dir is not None and cfg.checkpoint_every > 0 and (done % cfg.checkpoint_every == 0 or done == total):
+                save_checkpoint(checkpoint_dir, self.model, self.optimizer, done, {"expect": expect})
+        elapsed = time.monotonic() - t0
+        return {
+            "start_iteration": start,
+            "iterations": end,
+            "train_s": elapsed,
+            "it_per_s": (end - start) / elapsed if elapsed > 0 and end > start else 0.0,
+            **self.last,
+        }
