@@ -56,6 +56,9 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 8) -> None:
     arr = np.asarray(frames)
     if arr.dtype != np.uint8:
         arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    h, w = arr.shape[1:3]
+    if h % 2 or w % 2:  # H.264 in yuv420p needs even sizes: repeat the last row/column
+        arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with imageio.get_writer(str(path), fps=fps, codec="libx264", quality=8, macro_block_size=1,
                             ffmpeg_log_level="error") as writer:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..video_io import write_mp4
 from .model import Stage2Model
 from .optimize import RenderFn, TrainData, render_frame
 
@@ -72,18 +73,10 @@ def render_all(model: Stage2Model, data: TrainData, render_fn: RenderFn, backend
 
 
 def write_videos(out_dir: str | Path, rgb: torch.Tensor, fps: float, prefix: str = "render_view") -> list[Path]:
-    """``rgb`` [V,F,H,W,3] in [0,1] -> ``out_dir/{prefix}{k}.mp4`` (H.264 via imageio-ffmpeg)."""
-    import imageio.v2 as imageio
-
+    """``rgb`` [V,F,H,W,3] in [0,1] -> ``out_dir/{prefix}{k}.mp4`` (one file per view)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frames = (rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
-    h, w = frames.shape[2:4]
-    if h % 2 or w % 2:  # yuv420p needs even sizes
-        frames = np.pad(frames, ((0, 0), (0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    paths = []
-    for k in range(frames.shape[0]):
-        p = out_dir / f"{prefix}{k}.mp4"
-        imageio.mimwrite(p, list(frames[k]), fps=fps, codec="libx264", macro_block_size=1, quality=8)
-        paths.append(p)
+    frames = rgb.clamp(0, 1).cpu().numpy()
+    paths = [out_dir / f"{prefix}{k}.mp4" for k in range(frames.shape[0])]
+    for path, view in zip(paths, frames):
+        write_mp4(path, view, fps=int(round(fps)))
     return paths
