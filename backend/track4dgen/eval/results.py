@@ -78,10 +78,28 @@ def render_gaussians(
     out = np.zeros((len(cameras), len(frames), h, w, 4), dtype=np.float32)
     with torch.no_grad():
         for i, f in enumerate(frames):
+            means = t(g["frame_means"][f])
             rgb, alpha = rasterize(
-                t(g["frame_means"][f]), t(g["frame_quats"][f]), t(np.exp(g["frame_log_scales"][f])), t(g["opacity"]),
-                t(np.clip(g["frame_rgb"][f], 0, 1)), viewmats, Ks, w, h, backgrounds=bg, backend=backend,
+                means, t(g["frame_quats"][f]), t(np.exp(g["frame_log_scales"][f])), t(g["opacity"]),
+                _colours(g, f, means, viewmats, t), viewmats, Ks, w, h, backgrounds=bg, backend=backend,
             )
             out[:, i, ..., :3] = rgb.float().cpu().numpy()
             out[:, i, ..., 3:] = alpha.float().cpu().numpy()
     return out
+
+
+def _colours(g: dict[str, np.ndarray], frame: int, means, viewmats, t):
+    """Per-camera colours ``[C, N, 3]`` from the 4D SH toward each camera (what Stage Two renders);
+    results without ``sh4d`` fall back to the view-averaged ``frame_rgb``."""
+    import torch
+
+    if "sh4d" not in g:
+        return t(np.clip(g["frame_rgb"][frame], 0, 1))
+    from ..stage2.sh4d import coeffs_at, eval_rgb, view_dirs
+
+    frames = g["frame_means"].shape[0]
+    tau = frame / max(frames - 1, 1)  # time_norm = frame / (frames - 1)
+    R, tr = viewmats[:, :3, :3], viewmats[:, :3, 3]
+    centres = -(R.transpose(1, 2) @ tr[..., None])[..., 0]
+    coeffs = coeffs_at(t(g["sh4d"]), tau)
+    return eval_rgb(coeffs, view_dirs(means, centres)).clamp(0, 1).to(torch.float32)
