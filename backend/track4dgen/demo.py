@@ -44,6 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         reporter.error(err)
         return 1
     summary = {"object": name, "result": str(result), "wall_s": round(time.perf_counter() - t0, 1)}
-    summary.update({k: v for k, v in metrics.items() if k in ("psnr", "psnr_masked", "final_loss")})
+    summary.update({k: v for k, v in metrics.items() if k in ("psnr_train", "psnr_train_masked", "it_per_s")})
     print(json.dumps({"stage": "demo", "step": 1, "total": 1, "message": "demo finished", "eta_s": 0, **summary}))
     return 0

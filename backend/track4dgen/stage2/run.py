@@ -177,7 +177,5 @@ def run_stage2(
         "resolution": list(data.size),
         "config": cfg.to_dict(),
     }
-    # short aliases read by `track4dgen demo`'s summary line
-    metrics.update(psnr=metrics["psnr_train"], psnr_masked=metrics["psnr_train_masked"], final_loss=metrics["final_losses"].get("loss"))
     (out_dir / "metrics.json").write_text(json.dumps({"stage2": metrics}, indent=1))
     return metrics
