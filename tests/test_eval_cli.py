@@ -51,6 +51,7 @@ def test_eval_cli_ground_truth_end_to_end(job, tmp_path, capsys):
     assert good["err3d_pct"] < 1e-3  # centres are exact surface points moving with the mesh
     assert good["err3d_static_pct"] == pytest.approx(still["err3d_pct"], rel=1e-6)
     assert still["err3d_pct"] > 0.1  # only the arm moves: a small but clear error
+    assert good["motion_err_pct"] < 1e-3 and still["motion_err_pct"] == pytest.approx(still["motion_err_static_pct"], rel=1e-6)
     assert good["track_epe_px"] < 0.05 < still["track_epe_px"]
     assert good["chamfer_pct"] < still["chamfer_pct"]
     for split in ("heldout", "train"):

@@ -121,6 +121,26 @@ def test_centre_error_zero_for_exact_motion_and_known_for_static():
         gt.centre_error_pct(moving[:3], gt_seq, f)
 
 
+def test_motion_error_ignores_a_constant_offset_but_not_wrong_motion():
+    """A centre cloud shrunk 2% toward the centroid but moving exactly with the mesh has a clear
+    centre error and ~zero motion error; centres left still score the true mean displacement."""
+    v, f = _icosphere_like()
+    F = 4
+    step = np.array([0.05, 0.0, 0.02])
+    gt_seq = np.stack([v + i * step for i in range(F)])
+    fi, bary = gt.sample_surface(v, f, 400, seed=2)
+    exact = gt.surface_points(gt_seq, f, fi, bary)
+    shrunk = exact[0] + (exact[0] - exact[0].mean(0)) * -0.02
+    offset = shrunk[None] + (exact - exact[0])
+    err, still = gt.motion_error_pct(offset, gt_seq, f)
+    assert gt.centre_error_pct(offset, gt_seq, f) > 0.3
+    assert err < 1e-6
+    expected = 100 * np.mean([i * np.linalg.norm(step) for i in range(F)]) / gt.bbox_diagonal(v)
+    assert still == pytest.approx(expected, rel=1e-6)
+    frozen = np.repeat(exact[:1], F, 0)
+    assert gt.motion_error_pct(frozen, gt_seq, f)[0] == pytest.approx(still, rel=1e-9)
+
+
 def test_chamfer():
     rng = np.random.default_rng(4)
     a = rng.random((500, 3))

@@ -5,6 +5,8 @@ against gsplat when a CUDA machine with gsplat is available."""
 from __future__ import annotations
 
 import numpy as np
+import math
+
 import pytest
 import torch
 
@@ -64,11 +66,15 @@ def _grads(fn, params, weights_seed=123):
     return img.detach().double(), alpha.detach().double(), torch.autograd.grad(loss, params)
 
 
-@pytest.mark.parametrize("seed,per_camera_colors,dim", [(0, False, 3), (1, False, 3), (2, True, 3), (3, False, 5)])
-def test_torch_backend_matches_reference_values_and_gradients(seed, per_camera_colors, dim):
+@pytest.mark.parametrize(
+    "seed,per_camera_colors,dim,mode",
+    [(0, False, 3, "classic"), (1, False, 3, "classic"), (2, True, 3, "classic"), (3, False, 5, "classic"),
+     (4, False, 3, "antialiased"), (5, True, 3, "antialiased")],
+)
+def test_torch_backend_matches_reference_values_and_gradients(seed, per_camera_colors, dim, mode):
     params, vm, K, bg = _random_scene(seed, per_camera_colors=per_camera_colors, dim=dim)
-    ours = _grads(lambda p: rasterize(*p, vm, K, RES, RES, bg, backend="torch"), params)
-    ref = _grads(lambda p: render_reference(*p, vm, K, RES, RES, bg), params)
+    ours = _grads(lambda p: rasterize(*p, vm, K, RES, RES, bg, backend="torch", rasterize_mode=mode), params)
+    ref = _grads(lambda p: render_reference(*p, vm, K, RES, RES, bg, rasterize_mode=mode), params)
     img, alpha, grads = ours
     rimg, ralpha, rgrads = ref
     # the scene must exercise what it claims: coverage, near-opaque and empty pixels
@@ -281,12 +287,14 @@ def test_bad_shapes_are_named():
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and gsplat_available()), reason="needs CUDA and gsplat")
-def test_torch_backend_matches_gsplat():
+@pytest.mark.parametrize("mode", ["classic", "antialiased"])
+def test_torch_backend_matches_gsplat(mode):
     params, vm, K, bg = _random_scene(5, n=200)
     dev = torch.device("cuda")
-    ours = _grads(lambda p: rasterize(*p, vm, K, RES, RES, bg, backend="torch"), params)
+    ours = _grads(lambda p: rasterize(*p, vm, K, RES, RES, bg, backend="torch", rasterize_mode=mode), params)
     theirs = _grads(
-        lambda p: rasterize(*[t.to(dev) for t in p], vm.to(dev), K.to(dev), RES, RES, bg.to(dev), backend="gsplat"),
+        lambda p: rasterize(*[t.to(dev) for t in p], vm.to(dev), K.to(dev), RES, RES, bg.to(dev), backend="gsplat",
+                            rasterize_mode=mode),
         params,
     )
     torch.testing.assert_close(ours[0], theirs[0].cpu(), atol=1e-4, rtol=0)
@@ -303,3 +311,23 @@ def test_benchmark_row_runs_and_reports_real_timings():
     assert row["backend"] == "torch" and row["cameras"] == 2
     assert row["fwd_bwd_ms"] >= row["forward_ms"] > 0
     assert 0 < row["coverage"] < 1
+
+
+@pytest.mark.parametrize("sigma_px", [0.3, 0.5, 1.5])
+def test_antialiased_mode_keeps_a_small_splats_coverage(sigma_px):
+    """The eps2d low-pass widens a splat; "antialiased" scales its opacity so the summed alpha
+    (the coverage it adds to the image) stays that of the true, unblurred footprint,
+    o * 2 pi sigma^2, whatever its size. "classic" inflates it, most for the smallest splats:
+    that inflation is what made fitted silhouettes pull surface Gaussians inward."""
+    f, res, o = 20.0, 24, 0.9  # opaque enough that the 1/255 alpha cut-off trims < 1% of the mass
+    K = torch.tensor([[[f, 0, res / 2], [0, f, res / 2], [0, 0, 1.0]]])
+    args = (torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), sigma_px / f),
+            torch.tensor([o]), torch.ones(1, 3), torch.eye(4)[None], K, res, res)
+    true_mass = o * 2 * math.pi * sigma_px**2
+    _, a_aa = rasterize(*args, backend="torch", rasterize_mode="antialiased")
+    _, a_cl = rasterize(*args, backend="torch", rasterize_mode="classic")
+    assert a_aa.sum().item() == pytest.approx(true_mass, rel=0.03)
+    blurred_mass = o * 2 * math.pi * (sigma_px**2 + 0.3)
+    assert a_cl.sum().item() == pytest.approx(blurred_mass, rel=0.03)
+    with pytest.raises(ValueError, match="rasterize_mode"):
+        rasterize(*args, backend="torch", rasterize_mode="mip")

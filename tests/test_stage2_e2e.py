@@ -84,6 +84,7 @@ def test_run_stage2_improves_and_writes_result(tiny_job, tmp_path):
     np.testing.assert_allclose(z["opacity"], 1 / (1 + np.exp(-z["opacity_logit"])), atol=1e-6)
     assert (z["frame_rgb"] >= 0).all() and (z["frame_rgb"] <= 1).all()
     assert np.abs(z["frame_means"] - z["means"][None]).max() > 0  # the hop moved the Gaussians
+    assert str(z["rasterize_mode"]) == cfg.raster_mode == "antialiased"  # renderers must use the fitted mode
     for view in range(4):
         assert (out / "videos" / f"render_view{view}.mp4").stat().st_size > 1000
     saved = json.loads((out / "metrics.json").read_text())["stage2"]
@@ -162,3 +163,4 @@ def test_sds_hook_gets_every_view_and_frame_in_phase_two_only(tiny_job):
     second = trainer.step(1)
     assert calls == [(4, FRAMES, 3, 24, 24)]
     assert "sds" in second and "arap" in second
+

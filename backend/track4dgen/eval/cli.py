@@ -84,6 +84,7 @@ def evaluate_gt(result_dir: Path, job_dir: Path, backend: str = "auto", device: 
     out["err3d_pct"] = G.centre_error_pct(g["frame_means"], truth.vertices, truth.faces)
     out["err3d_opacity_weighted_pct"] = G.centre_error_pct(g["frame_means"], truth.vertices, truth.faces, weights=g["opacity"])
     out["err3d_static_pct"] = G.centre_error_pct(np.repeat(g["means"][None], F, 0), truth.vertices, truth.faces)
+    out["motion_err_pct"], out["motion_err_static_pct"] = G.motion_error_pct(g["frame_means"], truth.vertices, truth.faces)
     out["chamfer_pct"] = G.chamfer_pct(g["frame_means"], truth.vertices, truth.faces)
 
     cams = load_cameras(job_dir / "cameras.json")

@@ -76,12 +76,14 @@ def render_gaussians(
     Ks = t(np.stack([c.K for c in cameras]))
     bg = t(np.tile(np.asarray(background, dtype=np.float32)[None], (len(cameras), 1)))
     out = np.zeros((len(cameras), len(frames), h, w, 4), dtype=np.float32)
+    mode = str(g.get("rasterize_mode", "classic"))  # results from before the key was written: classic
     with torch.no_grad():
         for i, f in enumerate(frames):
             means = t(g["frame_means"][f])
             rgb, alpha = rasterize(
                 means, t(g["frame_quats"][f]), t(np.exp(g["frame_log_scales"][f])), t(g["opacity"]),
                 _colours(g, f, means, viewmats, t), viewmats, Ks, w, h, backgrounds=bg, backend=backend,
+                rasterize_mode=mode,
             )
             out[:, i, ..., :3] = rgb.float().cpu().numpy()
             out[:, i, ..., 3:] = alpha.float().cpu().numpy()

@@ -51,6 +51,9 @@ class Stage2Config:
     arap_samples: int = 512
     arap_relative: bool = True  # distance change / mean neighbour distance (scale-free strain)
     arap_in_rec: bool = False  # paper: ARAP only in the SDS phase; True adds it to phase 1 too
+    motion_gate: bool = False  # Gaussians no view sees change stay still (stage2/motion_gate.py)
+    motion_gate_range: list[float] = field(default_factory=lambda: [0.02, 0.08])  # change ramp lo, hi
+    motion_gate_dilate_px: int = 2  # grow each view's changed region by this much first
     w_motion: float = 0.0  # weight of mean |dx|^2 / extent^2 (prior toward no motion where unobserved)
     w_time_sparse: float = 0.0  # K-Planes' L1 pull of the time planes toward 1 (static unless needed)
     w_time_smooth: float = 0.0  # 4DGaussians' 2nd-difference smoothness on the HexPlane time planes
@@ -58,6 +61,10 @@ class Stage2Config:
     # background the videos were composited on (RGB in [0, 1]); renders use the same
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     raster_backend: str = "auto"  # auto | gsplat | torch
+    # "antialiased" (gsplat's mode): opacity compensated for the 0.3 px^2 low-pass, so surfels keep
+    # the mesh's silhouette instead of rendering it ~1 px wider (stage2/raster/torch_cpu.py);
+    # "classic" is 3DGS / 4DGaussians' original rasterization
+    raster_mode: str = "antialiased"
     checkpoint_every: int = 100
     fps: int = 8  # frame rate written into gaussians4d.npz and the render videos
     device: str = "auto"  # auto | cpu | cuda
@@ -94,6 +101,7 @@ SYNTHETIC_64_OVERRIDES: dict[str, Any] = {
     "rec_pyramid_levels": 3,  # blurred comparisons pull parts that moved farther than their width
     "arap_in_rec": True,
     "init_flat_ratio": 0.2,  # surfels: centres stay on the surface instead of sinking ~1 sigma
+    "motion_gate": True,  # parts no view sees change stay still (stage2/motion_gate.py)
 }
 # The CPU demo: the same at a reduced iteration count (~2 min on 2 cores at 64x64; 2000 Gaussians x 300
 # iterations took 54 s).

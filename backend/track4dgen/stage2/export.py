@@ -4,7 +4,8 @@ npz keys (DESIGN.md, brief): canonical ``means quats(wxyz) log_scales opacity_lo
 per frame ``frame_means frame_quats frame_log_scales frame_rgb``; ``opacity`` (sigmoid), ``fps``.
 ``frame_rgb`` is the SH colour averaged over the training cameras' directions, for viewers that
 cannot evaluate SH. Extra keys: ``sh_degree``, ``frames``, ``time_norm`` (the string
-"frame/(frames-1)", the 4D-SH time convention) and ``source_face_idx``/``source_bary`` (the mesh
+"frame/(frames-1)", the 4D-SH time convention), ``rasterize_mode`` (the rasterizer mode the
+Gaussians were fitted with; renderers must use the same) and ``source_face_idx``/``source_bary`` (the mesh
 triangle and barycentric weights each Gaussian was sampled from, used by ground-truth evaluation).
 """
 
@@ -35,7 +36,9 @@ def frame_arrays(model: Stage2Model, cam_centers: torch.Tensor) -> dict[str, np.
 
 
 @torch.no_grad()
-def write_gaussians_npz(path: str | Path, model: Stage2Model, cam_centers: torch.Tensor, fps: float) -> Path:
+def write_gaussians_npz(
+    path: str | Path, model: Stage2Model, cam_centers: torch.Tensor, fps: float, rasterize_mode: str = "classic"
+) -> Path:
     g = model.gaussians
     q = g.quats / g.quats.norm(dim=-1, keepdim=True)
     arrays = {
@@ -49,6 +52,7 @@ def write_gaussians_npz(path: str | Path, model: Stage2Model, cam_centers: torch
         "sh_degree": np.array(g.sh_degree, dtype=np.int32),
         "frames": np.array(model.num_frames, dtype=np.int32),
         "time_norm": np.array("frame/(frames-1)"),
+        "rasterize_mode": np.array(rasterize_mode),
         "source_face_idx": g.face_idx.cpu().numpy().astype(np.int64),
         "source_bary": g.bary.float().cpu().numpy(),
     }
@@ -61,12 +65,14 @@ def write_gaussians_npz(path: str | Path, model: Stage2Model, cam_centers: torch
 
 
 @torch.no_grad()
-def render_all(model: Stage2Model, data: TrainData, render_fn: RenderFn, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+def render_all(
+    model: Stage2Model, data: TrainData, render_fn: RenderFn, backend: str = "auto", mode: str = "classic"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Every view x frame: (rgb [V,F,H,W,3] on the background, alpha [V,F,H,W,1])."""
     views = list(range(data.num_views))
     rgbs, alphas = [], []
     for f in range(data.num_frames):
-        rgb, alpha, _ = render_frame(model, data, f, views, render_fn, backend)
+        rgb, alpha, _ = render_frame(model, data, f, views, render_fn, backend, mode)
         rgbs.append(rgb)
         alphas.append(alpha)
     return torch.stack(rgbs, 1), torch.stack(alphas, 1)

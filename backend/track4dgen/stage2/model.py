@@ -10,6 +10,10 @@ SH), so one convention serves training, export and viewers.
 video is the conditioning pose, i.e. the pose of the mesh the Gaussians were sampled from, so
 this holds frame 0 exactly at the mesh and stops the field from drifting the whole object by a
 time-constant offset (which renders fine but is wrong motion).
+
+``motion_gate`` (buffer ``[N]``, all ones unless ``set_motion_gate`` is called): each Gaussian's
+deformation is scaled by its gate, so a gate of 0 keeps it exactly at its canonical pose
+(stage2/motion_gate.py says which Gaussians get 0 and why).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Stage2Model(nn.Module):
         self.gaussians = gaussians
         self.deformation = deformation
         self.num_frames = int(num_frames)
+        self.register_buffer("motion_gate", torch.ones(gaussians.num))
         if feature_cache is not None:
             # [F, N, C'] visible-view-averaged diffusion features of the canonical centres
             self.register_buffer("feature_cache", feature_cache.float())
@@ -101,6 +106,12 @@ class Stage2Model(nn.Module):
         )
         return cls(g, deform, num_frames, cache, cfg.feature_proj_dim, cfg.anchor_first_frame)
 
+    def set_motion_gate(self, gate: torch.Tensor) -> None:
+        """Per-Gaussian deformation scale in [0, 1] (0 = never moves)."""
+        if gate.shape != self.motion_gate.shape or not torch.isfinite(gate).all():
+            raise ValueError(f"motion gate must be finite with shape {tuple(self.motion_gate.shape)}, got {tuple(gate.shape)}")
+        self.motion_gate.copy_(gate.clamp(0.0, 1.0))
+
     def tau(self, frame: int) -> float:
         return frame / (self.num_frames - 1) if self.num_frames > 1 else 0.0
 
@@ -117,6 +128,12 @@ class Stage2Model(nn.Module):
             dx0, dq0, ds0 = self.deformation(g.means, 0.0, extra0)
             dx, ds = dx - dx0, ds - ds0
             dq = quat_multiply(dq, quat_conjugate(dq0))
+        gate = self.motion_gate[:, None]
+        dx, ds = dx * gate, ds * gate
+        # nlerp from the identity, on the hemisphere of w >= 0 (q and -q are the same rotation)
+        dq = torch.where(dq[:, :1] < 0, -dq, dq)
+        identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=dq.device, dtype=dq.dtype)
+        dq = quat_normalize(identity * (1.0 - gate) + dq * gate)
         quats = quat_multiply(dq, quat_normalize(g.quats))
         return FrameGaussians(
             means=g.means + dx,

@@ -66,7 +66,8 @@ class TrainData:
 
 
 def render_frame(
-    model: Stage2Model, data: TrainData, frame: int, views: list[int], render_fn: RenderFn, backend: str = "auto"
+    model: Stage2Model, data: TrainData, frame: int, views: list[int], render_fn: RenderFn, backend: str = "auto",
+    mode: str = "classic",
 ) -> tuple[torch.Tensor, torch.Tensor, object]:
     """Render ``views`` of ``frame``: (rgb [C,H,W,3] on the background, alpha [C,H,W,1], frame state)."""
     state = model.frame(frame)
@@ -85,6 +86,7 @@ def render_frame(
         height,
         backgrounds=data.background[None].expand(len(views), 3),
         backend=backend,
+        rasterize_mode=mode,
     )
     return rgb, alpha, state
 
@@ -157,7 +159,7 @@ class Trainer:
         stats = {"rec_rgb": 0.0, "rec_mask": 0.0}
         sds_renders = {}
         for frame, views in groups.items():
-            rgb, alpha, state = render_frame(self.model, data, frame, views, self.render_fn, cfg.raster_backend)
+            rgb, alpha, state = render_frame(self.model, data, frame, views, self.render_fn, cfg.raster_backend, cfg.raster_mode)
             rec, parts = reconstruction_loss(rgb, alpha, data.images[views, frame], data.background, cfg.rec_pyramid_levels)
             weight = len(views)
             loss = loss + cfg.w_rec * rec * weight

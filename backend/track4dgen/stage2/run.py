@@ -144,6 +144,21 @@ def run_stage2(
             return cache
 
     model = Stage2Model.build(cfg, mesh.vertices, mesh.faces, mesh.colors, data.num_frames, feature_fn, seed=job.spec.seed).to(device)
+    if cfg.motion_gate:
+        from .motion_gate import change_maps, motion_gate
+
+        try:
+            lo, hi = (float(x) for x in cfg.motion_gate_range)
+            from .diffusion_features import mesh_visibility
+
+            change = change_maps(data.images, data.background, cfg.motion_gate_dilate_px)
+            points = model.gaussians.means.detach()
+            seen = mesh_visibility(points.cpu(), torch.tensor(mesh.vertices), torch.tensor(mesh.faces), data.cam_centers.cpu())
+            gate = motion_gate(points, change, data.viewmats, data.Ks, lo, hi, visible=seen.to(points.device))
+            model.set_motion_gate(gate)
+        except (TypeError, ValueError) as exc:
+            raise JobError("bad_job_json", f"job.json 'stage2' motion gate: {exc}",
+                           "Set motion_gate_range to [lo, hi] with 0 <= lo < hi.") from exc
     t_init = time.monotonic() - t_start
     render = render_fn or default_render_fn()
     trainer = Trainer(model, data, cfg, sds_fn=sds_fn, render_fn=render, seed=job.spec.seed)
@@ -154,8 +169,8 @@ def run_stage2(
     out_dir.mkdir(parents=True, exist_ok=True)
     if reporter is not None:
         reporter.update("export", 0, 2, "writing gaussians4d.npz")
-    write_gaussians_npz(out_dir / "gaussians4d.npz", model, data.cam_centers, cfg.fps)
-    rgb, alpha = render_all(model, data, render, cfg.raster_backend)
+    write_gaussians_npz(out_dir / "gaussians4d.npz", model, data.cam_centers, cfg.fps, cfg.raster_mode)
+    rgb, alpha = render_all(model, data, render, cfg.raster_backend, cfg.raster_mode)
     target = composite(data.images, data.background)
     mask = (data.images[..., 3:4] > 0.5).float()
     write_videos(out_dir / "videos", rgb, cfg.fps)

@@ -1,7 +1,7 @@
 """Gaussian rasterizer: one signature, two backends.
 
 ``rasterize`` renders 3D Gaussians into C cameras with the semantics of gsplat 1.5.3's
-``rasterization`` (RGB, "classic", eps2d 0.3, near plane 0.01, pixel centres at +0.5). On CUDA
+``rasterization`` (RGB, "classic" or "antialiased", eps2d 0.3, near plane 0.01, pixel centres at +0.5). On CUDA
 tensors with gsplat installed it calls gsplat; everywhere else it uses our pure-PyTorch
 differentiable rasterizer (``torch_cpu``), so training code never branches on the device.
 """
@@ -13,9 +13,9 @@ from torch import Tensor
 
 from .gsplat import INSTALL_HINT, gsplat_available, rasterize_gsplat
 from .inputs import check_inputs
-from .torch_cpu import rasterize_torch
+from .torch_cpu import RASTERIZE_MODES, rasterize_torch
 
-__all__ = ["rasterize", "select_backend", "BACKENDS"]
+__all__ = ["rasterize", "select_backend", "BACKENDS", "RASTERIZE_MODES"]
 
 BACKENDS = ("auto", "torch", "gsplat")
 
@@ -57,6 +57,7 @@ def rasterize(
     height: int,
     backgrounds: Tensor | None = None,
     backend: str = "auto",
+    rasterize_mode: str = "classic",
 ) -> tuple[Tensor, Tensor]:
     """Render Gaussians into C cameras.
 
@@ -71,6 +72,8 @@ def rasterize(
         width, height: image size in pixels.
         backgrounds: [C, D] composited behind the Gaussians, or None (black).
         backend: "auto" (gsplat on CUDA when installed, else torch), "torch" or "gsplat".
+        rasterize_mode: "classic" or "antialiased" (opacity compensated for the eps2d low-pass,
+            see ``torch_cpu._camera_opacities``).
 
     Returns:
         (colors [C, H, W, D], alphas [C, H, W, 1]), differentiable w.r.t. every float input
@@ -78,7 +81,10 @@ def rasterize(
     """
     # validate before choosing a backend, so a shape error wins over a backend/device error
     check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
+    if rasterize_mode not in RASTERIZE_MODES:
+        raise ValueError(f"unknown rasterize_mode {rasterize_mode!r}; use one of {RASTERIZE_MODES}")
     render = rasterize_gsplat if select_backend(means.device, backend) == "gsplat" else rasterize_torch
     return render(
-        means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height), backgrounds
+        means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height), backgrounds,
+        rasterize_mode=rasterize_mode,
     )

@@ -1,7 +1,7 @@
 """CUDA backend: a thin wrapper around ``gsplat.rasterization`` (gsplat 1.5.3).
 
 The arguments pin gsplat to exactly the semantics our CPU rasterizer reproduces (RGB,
-"classic" mode, eps2d 0.3, near 0.01, far 1e10, no radius clip), so a scene renders the same
+"classic" or "antialiased" mode, eps2d 0.3, near 0.01, far 1e10, no radius clip), so a scene renders the same
 on either backend. ``packed=True`` keeps memory proportional to visible (camera, Gaussian) pairs.
 """
 
@@ -35,6 +35,7 @@ def rasterize_gsplat(
     width: int,
     height: int,
     backgrounds: Tensor | None = None,
+    rasterize_mode: str = "classic",
 ) -> tuple[Tensor, Tensor]:
     """Render with gsplat; arguments and outputs as :func:`track4dgen.stage2.raster.rasterize`."""
     check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
@@ -63,6 +64,6 @@ def rasterize_gsplat(
         packed=True,
         backgrounds=None if backgrounds is None else f32(backgrounds),
         render_mode="RGB",
-        rasterize_mode="classic",
+        rasterize_mode=rasterize_mode,
     )
     return render_colors.to(dtype), render_alphas.to(dtype)

@@ -6,7 +6,8 @@ bounding boxes), and Gaussians are composited one at a time in depth order with 
 "done" flag, exactly like gsplat's per-pixel CUDA loop. It is differentiable by autograd (in
 float64) so gradients of the fast backend can be compared against it.
 
-Same math as gsplat 1.5.3 "classic" RGB: eps2d low-pass, near/far cull, Jacobian clamp at 1.3x
+Same math as gsplat 1.5.3 RGB ("classic", or "antialiased": opacity times
+sqrt(det(cov2d) / det(cov2d + eps2d I))): eps2d low-pass, near/far cull, Jacobian clamp at 1.3x
 the frustum, alpha = min(0.999, o exp(-sigma)), skip sigma < 0 or alpha < 1/255, stop before the
 Gaussian that would bring transmittance to <= 1e-4.
 """
@@ -45,6 +46,7 @@ def render_reference(
     eps2d: float = 0.3,
     near_plane: float = 0.01,
     far_plane: float = 1e10,
+    rasterize_mode: str = "classic",
 ) -> tuple[Tensor, Tensor]:
     """Same signature and outputs as ``rasterize``; computes in float64."""
     check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
@@ -83,13 +85,20 @@ def render_reference(
                     torch.stack([zero, fy / z, -fy * ty / (z * z)]),
                 ]
             )
-            cov2 = J @ cov_cam @ J.T + eps2d * torch.eye(2, dtype=f64)
+            cov2_exact = J @ cov_cam @ J.T
+            cov2 = cov2_exact + eps2d * torch.eye(2, dtype=f64)
             if float(torch.linalg.det(cov2.detach())) <= 0:
                 continue
+            opac = opacities[n]
+            if rasterize_mode == "antialiased":
+                ratio = torch.linalg.det(cov2_exact) / torch.linalg.det(cov2)
+                opac = opac * torch.sqrt(torch.clamp(ratio, min=1e-12))
+            elif rasterize_mode != "classic":
+                raise ValueError(f"unknown rasterize_mode {rasterize_mode!r}")
             conic = torch.linalg.inv(cov2)
             mean2 = torch.stack([fx * p[0] / z + cx, fy * p[1] / z + cy])
             col = colors[c, n] if colors.dim() == 3 else colors[n]
-            splats.append((float(z.detach()), mean2, conic, opacities[n], col))
+            splats.append((float(z.detach()), mean2, conic, opac, col))
         splats.sort(key=lambda s: s[0])  # front to back (stable for equal depths)
 
         T = torch.ones(height, width, dtype=f64)

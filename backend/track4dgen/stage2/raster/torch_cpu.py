@@ -1,6 +1,6 @@
 """Our pure-PyTorch differentiable Gaussian rasterizer (the CPU backend).
 
-It reproduces gsplat 1.5.3's ``rasterization`` in RGB/"classic" mode so a model trained on a CPU
+It reproduces gsplat 1.5.3's ``rasterization`` in RGB mode ("classic" or "antialiased") so a model trained on a CPU
 renders the same on a GPU and vice versa:
 
 * EWA splatting: quaternion + scale -> 3D covariance, world->camera, perspective Jacobian with
@@ -68,6 +68,7 @@ class Projected:
     depths: Tensor  # [C, N] camera z
     radii: Tensor  # [C, N, 2] int64 box half-sizes in pixels (0 = culled)
     valid: Tensor  # [C, N] bool
+    opacities: Tensor  # [C, N] opacity each camera composites with (compensated in "antialiased" mode)
 
 
 def _frustum_limits(Ks: Tensor, width: int, height: int) -> tuple[Tensor, ...]:
@@ -225,6 +226,7 @@ def project_gaussians(
     near_plane: float = NEAR_PLANE,
     far_plane: float = FAR_PLANE,
     force_autograd: bool = False,
+    rasterize_mode: str = "classic",
 ) -> Projected:
     """EWA projection of all Gaussians into all cameras, differentiable w.r.t. the inputs.
 
@@ -241,9 +243,10 @@ def project_gaussians(
             means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane
         )
     ok_det = det > 0
+    opac_cn = _camera_opacities(opacities, conics, eps2d, rasterize_mode)
 
     with torch.no_grad():
-        opac = opacities.detach()[None, :].expand_as(z)
+        opac = opac_cn.detach()
         ok_opac = opac >= ALPHA_THRESHOLD
         extend = torch.sqrt(2.0 * torch.log(opac.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
         extend = extend.clamp(max=MAX_EXTEND)
@@ -254,7 +257,31 @@ def project_gaussians(
         valid = in_depth & ok_det & ok_opac & ((rx > 0) | (ry > 0)) & on_screen
         valid &= torch.isfinite(mx) & torch.isfinite(my)
         radii = torch.stack([rx, ry], -1).nan_to_num(0.0).long() * valid[..., None]
-    return Projected(means2d=means2d, conics=conics, depths=z.detach(), radii=radii, valid=valid)
+    return Projected(means2d=means2d, conics=conics, depths=z.detach(), radii=radii, valid=valid, opacities=opac_cn)
+
+
+RASTERIZE_MODES = ("classic", "antialiased")
+
+
+def _camera_opacities(opacities: Tensor, conics: Tensor, eps2d: float, rasterize_mode: str) -> Tensor:
+    """Opacity per (camera, Gaussian) ``[C, N]``.
+
+    "classic": the Gaussian's own opacity in every camera. "antialiased" (gsplat's mode, from
+    Mip-Splatting): times ``sqrt(det(cov2d) / det(cov2d + eps2d I))``. Why: the eps2d low-pass
+    widens every splat by ~0.55 px; without the compensation a small or edge-on Gaussian keeps
+    its full opacity over the wider footprint, so stacked surfels at a silhouette render the
+    object ~1 px too large and fitting the mask pulls the centres inside the true surface. The
+    ratio is written in the conic alone (``1 - eps (A + C) + eps^2 (A C - B^2)``), so its
+    gradient flows through the projection's own backward.
+    """
+    C = conics.shape[1]
+    if rasterize_mode == "classic":
+        return opacities[None, :].expand(C, -1)
+    if rasterize_mode != "antialiased":
+        raise ValueError(f"unknown rasterize_mode {rasterize_mode!r}; use one of {RASTERIZE_MODES}")
+    A, B, Cc = conics.unbind(0)
+    ratio = 1.0 - eps2d * (A + Cc) + eps2d * eps2d * (A * Cc - B * B)
+    return opacities[None, :] * torch.sqrt(ratio.clamp_min(1e-12))
 
 
 def _window_sizes(limit: int) -> list[int]:
@@ -275,6 +302,7 @@ def _enumerate_pairs(
     stats: dict | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The (pixel, Gaussian) pairs gsplat composites, pixel-major, front to back per pixel.
+    ``opacities`` is per camera, ``[C, N]`` (``Projected.opacities``).
 
     Returns (flat Gaussian ids into [C*N], flat pixel ids into [C*H*W]), both [P]. Cameras
     are processed one at a time: the pair arrays of one 64x64 view stay cache-sized, which on
@@ -287,7 +315,7 @@ def _enumerate_pairs(
     for c in range(C):
         g, p = _camera_pairs(
             proj.means2d[:, c].detach(), proj.conics[:, c].detach(), proj.radii[c],
-            proj.depths[c].detach(), proj.valid[c], opac, width, height, max_cells_per_chunk, stats,
+            proj.depths[c].detach(), proj.valid[c], opac[c], width, height, max_cells_per_chunk, stats,
         )
         gs.append(g + c * N)
         ps.append(p + c * hw)
@@ -561,6 +589,7 @@ def rasterize_torch(
     far_plane: float = FAR_PLANE,
     max_cells_per_chunk: int = 1 << 22,
     stats: dict | None = None,
+    rasterize_mode: str = "classic",
 ) -> tuple[Tensor, Tensor]:
     """Render C cameras; arguments and outputs as :func:`track4dgen.stage2.raster.rasterize`.
 
@@ -573,9 +602,10 @@ def rasterize_torch(
     D = colors.shape[-1]
     hw = width * height
     proj = project_gaussians(
-        means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near_plane, far_plane
+        means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near_plane, far_plane,
+        rasterize_mode=rasterize_mode,
     )
-    g, pix = _enumerate_pairs(proj, opacities, width, height, max_cells_per_chunk, stats)
+    g, pix = _enumerate_pairs(proj, proj.opacities, width, height, max_cells_per_chunk, stats)
     if stats is not None:
         stats["pairs"] = stats.get("pairs", 0) + g.numel()
     local = pix - torch.div(pix, hw, rounding_mode="floor") * hw
@@ -591,7 +621,7 @@ def rasterize_torch(
         [
             proj.means2d.reshape(2, C * N),
             proj.conics.reshape(3, C * N),
-            opacities[None, :].expand(C, N).reshape(1, C * N),
+            proj.opacities.reshape(1, C * N),
             colors_t,
         ]
     )  # [6 + D, C*N]
