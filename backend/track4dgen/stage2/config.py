@@ -53,7 +53,7 @@ class Stage2Config:
     arap_in_rec: bool = False  # paper: ARAP only in the SDS phase; True adds it to phase 1 too
     motion_gate: bool = False  # Gaussians no view sees change stay still (stage2/motion_gate.py)
     motion_gate_range: list[float] = field(default_factory=lambda: [0.02, 0.08])  # change ramp lo, hi
-    motion_gate_dilate_px: int = 2  # grow each view's changed region by this much first
+    motion_gate_dilate_px: int = 1  # grow each view's changed region by this much first (0 gates some moving edges)
     w_motion: float = 0.0  # weight of mean |dx|^2 / extent^2 (prior toward no motion where unobserved)
     w_time_sparse: float = 0.0  # K-Planes' L1 pull of the time planes toward 1 (static unless needed)
     w_time_smooth: float = 0.0  # 4DGaussians' 2nd-difference smoothness on the HexPlane time planes
@@ -89,8 +89,8 @@ class Stage2Config:
 
 
 # Overrides tuned on the synthetic set at 64x64 on CPU (2026-11-25, 750+250 iterations: training
-# PSNR 27.5-34.4 dB; 3D centre error 3.3% vs 12.3% no-motion on hopper, 3.2% vs 8.1% on
-# squash_stretch). The paper's numbers assume 20k Gaussians, 256 px and batch 64 on a GPU; these
+# PSNR 27.7-33.9 dB; 3D centre error 1.8% vs 9.4% no-motion on hopper, 3.0% vs 8.1% on
+# squash_stretch; benchmarks/RESULTS.md). The paper's numbers assume 20k Gaussians, 256 px and batch 64 on a GPU; these
 # make the motion learnable with few Gaussians and small batches. Merge with job overrides.
 SYNTHETIC_64_OVERRIDES: dict[str, Any] = {
     "num_gaussians": 3000,
@@ -103,6 +103,5 @@ SYNTHETIC_64_OVERRIDES: dict[str, Any] = {
     "init_flat_ratio": 0.2,  # surfels: centres stay on the surface instead of sinking ~1 sigma
     "motion_gate": True,  # parts no view sees change stay still (stage2/motion_gate.py)
 }
-# The CPU demo: the same at a reduced iteration count (~2 min on 2 cores at 64x64; 2000 Gaussians x 300
-# iterations took 54 s).
+# The CPU demo: the same at a reduced iteration count (2 min 40 s on 2 cores at 64x64).
 CPU_DEMO_OVERRIDES: dict[str, Any] = {**SYNTHETIC_64_OVERRIDES, "iters_rec": 500, "iters_sds": 0}

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .losses import composite
 
 
-def change_maps(images: torch.Tensor, background: torch.Tensor, dilate_px: int = 2) -> torch.Tensor:
+def change_maps(images: torch.Tensor, background: torch.Tensor, dilate_px: int = 1) -> torch.Tensor:
     """``[V, H, W]``: per pixel, the largest change from frame 0 over frames and channels.
 
     ``images`` is ``[V, F, H, W, 4]`` straight-alpha RGBA in [0, 1].
