@@ -87,6 +87,11 @@ def test_run_stage2_improves_and_writes_result(tiny_job, tmp_path):
     assert str(z["rasterize_mode"]) == cfg.raster_mode == "antialiased"  # renderers must use the fitted mode
     for view in range(4):
         assert (out / "videos" / f"render_view{view}.mp4").stat().st_size > 1000
+    from track4dgen.eval.cli import evaluate_gt
+
+    scored = evaluate_gt(out, job.root, device="cpu")  # eval re-renders the npz: one PSNR definition
+    assert scored["psnr_train"] == pytest.approx(metrics["psnr_train"], abs=0.05)
+    assert scored["psnr_train_masked"] == pytest.approx(metrics["psnr_train_masked"], abs=0.05)
     saved = json.loads((out / "metrics.json").read_text())["stage2"]
     for key in ("psnr_train", "psnr_train_masked", "final_losses", "timings_s", "peak_mem_mb", "device", "it_per_s"):
         assert key in saved

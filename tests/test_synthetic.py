@@ -177,7 +177,9 @@ def test_write_job_passes_validation_and_ground_truth_reads_back(tmp_path):
     held = gt.heldout_videos()
     assert held.shape == (4, 4, 32, 32, 4)
     expect = render_animation(gt.vertices, gt.faces, gt.colors, gt.heldout_cameras, background=(0, 0, 0))
-    assert np.abs(held - expect).max() <= 0.5 / 255 + 1e-6
+    assert np.abs(held[..., 3] - expect[..., 3]).max() <= 0.5 / 255 + 1e-6
+    # stored straight alpha: compositing once on the job's background (black here) gives the render
+    assert np.abs(held[..., :3] * held[..., 3:] - expect[..., :3]).max() <= 1.0 / 255 + 1e-6
     assert json.loads((job_dir / "gt" / "heldout_cameras.json").read_text())["azimuths_deg"] == list(HELDOUT_AZIMUTHS_DEG)
     assert len(load_cameras(job_dir / "cameras.json")) == 4
 
@@ -204,3 +206,18 @@ def test_rendering_four_views_sixteen_frames_at_64_is_fast(objects):
     front, back = (render_mesh(blob.canonical, blob.faces, blob.colors, cam) for cam in rig_cameras(64)[::2])
     brightness = [img[img[..., 3] > 0.99][:, :3].mean() for img in (front, back)]
     assert brightness[0] > brightness[1] + 0.1, brightness
+
+
+def test_straight_alpha_composites_back_to_the_render_once():
+    """Edge pixels store the object's own colour: compositing on the background once restores the
+    render; the old storage (RGB already over the background) whitened edges a second time."""
+    from track4dgen.synthetic.writer import straight_alpha
+
+    white = np.ones(3, np.float32)
+    colour = np.array([0.8, 0.2, 0.1], np.float32)
+    a = np.array([0.0, 0.25, 0.5, 1.0], np.float32)[:, None]
+    over_white = np.concatenate([colour * a + white * (1 - a), a], axis=-1)  # what the renderer returns
+    straight = straight_alpha(over_white, white)
+    np.testing.assert_allclose(straight[1:, :3], np.broadcast_to(colour, (3, 3)), atol=1e-6)
+    np.testing.assert_allclose(straight[0, :3], white)  # alpha 0: the background
+    np.testing.assert_allclose(straight[:, :3] * a + white * (1 - a), over_white[:, :3], atol=1e-6)

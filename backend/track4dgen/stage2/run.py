@@ -8,7 +8,6 @@ into ``out_dir`` and returns the metrics dict.
 from __future__ import annotations
 
 import json
-import math
 import resource
 import time
 from pathlib import Path
@@ -81,15 +80,19 @@ def build_train_data(job: Job, videos: torch.Tensor, resolution: int | None, bac
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    d = (a - b).pow(2)
-    if mask is not None:
-        m = mask.expand_as(d)
-        if m.sum() == 0:
-            return float("nan")
-        mse = float((d * m).sum() / m.sum())
-    else:
-        mse = float(d.mean())
-    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+    """Mean per-image PSNR over every view x frame, ``[..., H, W, 3]`` images (``mask``
+    ``[..., H, W, 1]``, > 0.5 = object). The definition of ``track4dgen eval`` (eval/gt.py), so
+    metrics.json and an evaluation of the same result agree; NaN when every mask is empty."""
+    from ..eval.gt import psnr as per_image_psnr
+
+    h, w = a.shape[-3], a.shape[-2]
+    pred = a.detach().reshape(-1, h, w, a.shape[-1]).float().cpu().numpy()
+    target = b.detach().reshape(-1, h, w, b.shape[-1]).float().cpu().numpy()
+    m = None if mask is None else (mask.detach().reshape(-1, h, w) > 0.5).cpu().numpy()
+    try:
+        return per_image_psnr(pred, target, m)
+    except ValueError:
+        return float("nan")
 
 
 def peak_memory_mb(device: torch.device) -> float:

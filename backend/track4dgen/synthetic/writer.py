@@ -37,6 +37,19 @@ def save_png(path: Path, rgba: np.ndarray) -> None:
 load_png = read_rgba  # 8-bit RGBA PNG -> float32 [H,W,4] in [0,1]; the name is part of this module's API
 
 
+def straight_alpha(rgba: np.ndarray, background) -> np.ndarray:
+    """Renders composited on ``background`` (RGB over bg, alpha = coverage) -> straight-alpha RGBA,
+    the job format (DESIGN.md; what Blender writes): edge pixels hold the object's own colour, so
+    compositing them on the background once gives back the render. Where alpha is 0 the RGB is the
+    background. Why: storing the composited RGB made every consumer that composites (Stage Two,
+    eval) blend edge pixels with the background twice, whitening the silhouette."""
+    a = rgba[..., 3:4]
+    bg = np.asarray(background, dtype=np.float32).reshape((1,) * (rgba.ndim - 1) + (3,))
+    premult = rgba[..., :3] - (1.0 - a) * bg
+    rgb = np.where(a > 0, premult / np.maximum(a, 1e-6), bg)
+    return np.concatenate([rgb.clip(0.0, 1.0), a], axis=-1).astype(np.float32)
+
+
 def save_video(folder: Path, frames: np.ndarray) -> None:
     """Frames [F,H,W,4] -> folder/{f:03d}.png (the job's video layout)."""
     for f, img in enumerate(frames):
@@ -69,8 +82,9 @@ def write_job(
 ) -> Path:
     """Build synthetic object ``name`` and write it as a Stage-Two-only job plus ground truth.
 
-    Videos are composited on ``stage2_overrides["background"]`` when given (white otherwise), so
-    Stage Two renders against the same background it was given. Returns the job folder.
+    Videos are rendered on ``stage2_overrides["background"]`` when given (white otherwise) and
+    stored as straight-alpha RGBA (``straight_alpha``), so Stage Two's compositing on that background
+    gives the render back exactly. Returns the job folder.
     """
     from ..job import parse_spec
 
@@ -100,6 +114,7 @@ def write_job(
 
     cameras = rig_cameras(resolution)
     videos, tracks = render_and_track(anim, cameras, num_points, seed, background=background)
+    videos = straight_alpha(videos, background)
     for k in range(len(cameras)):
         save_png(job_dir / "views" / f"{k}.png", videos[k, 0])
         save_video(job_dir / "videos" / f"view{k}", videos[k])
@@ -117,7 +132,7 @@ def write_job(
     )
     np.savez_compressed(gt / "tracks.npz", **tracks)
     held = rig_cameras(resolution, azimuths_deg=HELDOUT_AZIMUTHS_DEG)
-    held_videos = render_animation(anim.vertices_per_frame, anim.faces, anim.colors, held, background)
+    held_videos = straight_alpha(render_animation(anim.vertices_per_frame, anim.faces, anim.colors, held, background), background)
     for k in range(len(held)):
         save_video(gt / "heldout" / f"view{k}", held_videos[k])
     save_cameras(gt / "heldout_cameras.json", held, extra={"azimuths_deg": list(HELDOUT_AZIMUTHS_DEG)})
