@@ -89,7 +89,7 @@ class Stage2Config:
 
 
 # Overrides tuned on the synthetic set at 64x64 on CPU (2026-11-25, 750+250 iterations: training
-# PSNR 27.7-33.9 dB; 3D centre error 1.8% vs 9.4% no-motion on hopper, 3.0% vs 8.1% on
+# PSNR 28.5-37.0 dB; 3D centre error 1.7% vs 9.4% no-motion on hopper, 2.9% vs 8.1% on
 # squash_stretch; benchmarks/RESULTS.md). The paper's numbers assume 20k Gaussians, 256 px and batch 64 on a GPU; these
 # make the motion learnable with few Gaussians and small batches. Merge with job overrides.
 SYNTHETIC_64_OVERRIDES: dict[str, Any] = {
@@ -103,5 +103,5 @@ SYNTHETIC_64_OVERRIDES: dict[str, Any] = {
     "init_flat_ratio": 0.2,  # surfels: centres stay on the surface instead of sinking ~1 sigma
     "motion_gate": True,  # parts no view sees change stay still (stage2/motion_gate.py)
 }
-# The CPU demo: the same at a reduced iteration count (2 min 40 s on 2 cores at 64x64).
+# The CPU demo: the same at a reduced iteration count (2 min 53 s on 2 cores at 64x64).
 CPU_DEMO_OVERRIDES: dict[str, Any] = {**SYNTHETIC_64_OVERRIDES, "iters_rec": 500, "iters_sds": 0}
