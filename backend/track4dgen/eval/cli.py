@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..video_io import read_mp4, read_rgba
+from ..video_io import composite, read_mp4, read_rgba
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,8 +101,7 @@ def evaluate_gt(result_dir: Path, job_dir: Path, backend: str = "auto", device: 
     ):
         render = render_gaussians(g, cameras, None, bg, backend, device)
         pred_rgb = render[..., :3].reshape(-1, *render.shape[2:4], 3)
-        alpha = target[..., 3:4]  # job videos are straight alpha: composite on the job's background once
-        tgt_rgb = (target[..., :3] * alpha + np.asarray(bg, dtype=np.float32) * (1.0 - alpha)).reshape(pred_rgb.shape)
+        tgt_rgb = composite(target, bg).reshape(pred_rgb.shape)  # job videos are straight alpha
         mask = target[..., 3].reshape(pred_rgb.shape[:3]) > 0.5
         out[f"psnr_{name}"] = G.psnr(pred_rgb, tgt_rgb)
         out[f"psnr_{name}_masked"] = G.psnr(pred_rgb, tgt_rgb, mask)

@@ -83,6 +83,20 @@ def pca_reduce(features: torch.Tensor, dim: int, max_samples: int = 20000, seed:
     return red.reshape(v, f, h, w, -1).permute(0, 1, 4, 2, 3).contiguous()
 
 
+def project_to_pixels(points: torch.Tensor, Ks: torch.Tensor, viewmats: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Pixel coordinates of ``points`` [P, 3] in every camera: (u, v, z), each ``[V, P]``.
+
+    OpenCV world->camera ``viewmats`` [V, 4, 4], pixel ``Ks`` [V, 3, 3]; pixel (0, 0) is the
+    top-left corner of the image. ``z`` is the camera depth (<= 0: behind the camera).
+    """
+    cam = points @ viewmats[:, :3, :3].transpose(1, 2) + viewmats[:, None, :3, 3]  # [V, P, 3]
+    z = cam[..., 2]
+    zs = z.clamp_min(1e-6)
+    u = cam[..., 0] / zs * Ks[:, None, 0, 0] + Ks[:, None, 0, 2]
+    v = cam[..., 1] / zs * Ks[:, None, 1, 1] + Ks[:, None, 1, 2]
+    return u, v, z
+
+
 def sample_features(
     features: torch.Tensor,
     points: torch.Tensor,
@@ -99,13 +113,10 @@ def sample_features(
     """
     nv, nf, c, h, w = features.shape
     width, height = image_size
-    cam = points @ viewmats[:, :3, :3].transpose(1, 2) + viewmats[:, None, :3, 3]  # [V, P, 3]
-    z = cam[..., 2].clamp_min(1e-6)
-    u = cam[..., 0] / z * Ks[:, None, 0, 0] + Ks[:, None, 0, 2]
-    v = cam[..., 1] / z * Ks[:, None, 1, 1] + Ks[:, None, 1, 2]
+    u, v, z = project_to_pixels(points, Ks, viewmats)
     gx = u / width * 2.0 - 1.0  # pixel (0,0) = top-left corner; align_corners=False convention
     gy = v / height * 2.0 - 1.0
-    inside = (gx.abs() <= 1) & (gy.abs() <= 1) & (cam[..., 2] > 0)
+    inside = (gx.abs() <= 1) & (gy.abs() <= 1) & (z > 0)
     weight = (visible & inside).float()  # [V, P]
     grid = torch.stack([gx, gy], dim=-1)  # [V, P, 2]
     out = torch.zeros(nf, points.shape[0], c, dtype=features.dtype, device=features.device)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..video_io import write_mp4
+from .config import Stage2Config
 from .model import Stage2Model
 from .optimize import RenderFn, TrainData, render_frame
 
@@ -37,7 +38,8 @@ def frame_arrays(model: Stage2Model, cam_centers: torch.Tensor) -> dict[str, np.
 
 @torch.no_grad()
 def write_gaussians_npz(
-    path: str | Path, model: Stage2Model, cam_centers: torch.Tensor, fps: float, rasterize_mode: str = "classic"
+    path: str | Path, model: Stage2Model, cam_centers: torch.Tensor, fps: float,
+    rasterize_mode: str = Stage2Config.raster_mode,
 ) -> Path:
     g = model.gaussians
     q = g.quats / g.quats.norm(dim=-1, keepdim=True)
@@ -66,7 +68,7 @@ def write_gaussians_npz(
 
 @torch.no_grad()
 def render_all(
-    model: Stage2Model, data: TrainData, render_fn: RenderFn, backend: str = "auto", mode: str = "classic"
+    model: Stage2Model, data: TrainData, render_fn: RenderFn, backend: str = "auto", mode: str = Stage2Config.raster_mode
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every view x frame: (rgb [V,F,H,W,3] on the background, alpha [V,F,H,W,1])."""
     views = list(range(data.num_views))

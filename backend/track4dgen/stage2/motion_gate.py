@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .diffusion_features import project_to_pixels
 from .losses import composite
 
 
@@ -54,11 +55,7 @@ def motion_gate(
     if not 0.0 <= lo < hi:
         raise ValueError(f"motion gate range must satisfy 0 <= lo < hi, got [{lo}, {hi}]")
     V, H, W = change.shape
-    cam = points[None] @ viewmats[:, :3, :3].transpose(1, 2) + viewmats[:, None, :3, 3]  # [V, N, 3]
-    z = cam[..., 2]
-    uv = cam @ Ks.transpose(1, 2)
-    u = uv[..., 0] / z.clamp_min(1e-6)
-    v = uv[..., 1] / z.clamp_min(1e-6)
+    u, v, z = project_to_pixels(points, Ks, viewmats)
     col, row = torch.floor(u).long(), torch.floor(v).long()
     inside = (z > 0) & (col >= 0) & (col < W) & (row >= 0) & (row < H)
     flat = (row.clamp(0, H - 1) * W + col.clamp(0, W - 1))  # [V, N]

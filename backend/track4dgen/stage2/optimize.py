@@ -67,7 +67,7 @@ class TrainData:
 
 def render_frame(
     model: Stage2Model, data: TrainData, frame: int, views: list[int], render_fn: RenderFn, backend: str = "auto",
-    mode: str = "classic",
+    mode: str = Stage2Config.raster_mode,
 ) -> tuple[torch.Tensor, torch.Tensor, object]:
     """Render ``views`` of ``frame``: (rgb [C,H,W,3] on the background, alpha [C,H,W,1], frame state)."""
     state = model.frame(frame)
