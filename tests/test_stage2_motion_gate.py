@@ -51,16 +51,23 @@ def test_gate_is_zero_on_unchanged_pixels_one_on_changed_and_outside():
         motion_gate(pts, change, vm, K, lo=0.1, hi=0.1)
 
 
-def test_hidden_views_have_no_say_and_unseen_points_follow_their_neighbours():
+def test_a_still_view_that_sees_the_point_wins_hidden_views_have_no_say():
     one = change_maps(_square_video(), torch.ones(3), dilate_px=0)
     change = torch.cat([one, torch.zeros_like(one)])  # view 0 sees the square move, view 1 sees nothing
     vm, K = _camera()
     vm, K = vm.expand(2, 4, 4), K.expand(2, 3, 3)
     on_path = torch.tensor([_pixel_point(6, 11)])
-    assert motion_gate(on_path, change, vm, K, visible=torch.tensor([[True], [True]])).item() == 1
-    assert motion_gate(on_path, change, vm, K, visible=torch.tensor([[False], [True]])).item() == 0  # hidden from view 0
+    # seen by both: view 1 shows it never changes (in view 0 something passed in front of it)
+    assert motion_gate(on_path, change, vm, K, visible=torch.tensor([[True], [True]])).item() == 0
+    assert motion_gate(on_path, change, vm, K, visible=torch.tensor([[True], [False]])).item() == 1  # only view 0 sees it
+    assert motion_gate(on_path, change, vm, K, visible=torch.tensor([[False], [True]])).item() == 0  # only view 1 sees it
 
-    # unseen points take the largest gate of their nearest seen neighbours
+
+def test_unseen_points_follow_their_neighbours():
+    one = change_maps(_square_video(), torch.ones(3), dilate_px=0)
+    change = torch.cat([one, one])
+    vm, K = _camera()
+    vm, K = vm.expand(2, 4, 4), K.expand(2, 3, 3)
     block = torch.tensor([_pixel_point(3, 3)]) + torch.randn(10, 3) * 1e-3
     path = torch.tensor([_pixel_point(6, 11)]) + torch.randn(10, 3) * 1e-3
     near_block, near_path = block[:1] + 0.01, path[:1] + 0.01
@@ -93,3 +100,32 @@ def test_gated_gaussians_never_move_while_free_ones_learn_the_motion(tmp_path):
     job_dir_bad = write_job("waving_arm", tmp_path / "bad", resolution=24, frames=4, stage2_overrides=bad)
     with pytest.raises(JobError, match="motion gate"):
         run_stage2(load_job(job_dir_bad), load_videos(job_dir_bad, frames=4), None, None, tmp_path / "bad_out")
+
+
+def test_means_on_surface_keeps_canonical_centres_on_their_triangles(tmp_path):
+    """With ``means_on_surface`` the centres still move (along the mesh) but never off it; without
+    it the same run moves them off the surface."""
+    from track4dgen.stage2.config import Stage2Config
+    from track4dgen.stage2.model import Stage2Model
+    from track4dgen.stage2.optimize import Trainer
+    from track4dgen.stage2.run import build_train_data, check_videos
+    from track4dgen.meshio import load_mesh
+    from track4dgen.synthetic import load_videos, write_job
+
+    job_dir = write_job("hopper", tmp_path / "job", resolution=24, frames=4)
+    job = load_job(job_dir)
+    mesh = load_mesh(job.mesh_path)
+    videos = check_videos(load_videos(job_dir, frames=4), len(job.cameras), 4)
+    offsets = {}
+    for on_surface in (True, False):
+        cfg = Stage2Config(iters_rec=15, iters_sds=0, num_gaussians=300, batch_images=4, hexplane_resolution=[8, 8, 4],
+                           hexplane_dim=8, head_hidden=16, lr_means=5e-3, means_on_surface=on_surface)
+        data = build_train_data(job, videos, None, cfg.background)
+        model = Stage2Model.build(cfg, mesh.vertices, mesh.faces, mesh.colors, 4, seed=0)
+        start = model.gaussians.means.detach().clone()
+        Trainer(model, data, cfg).train()
+        g = model.gaussians
+        moved = (g.means - start).detach()
+        offsets[on_surface] = (moved * g.normals).sum(-1).abs().max().item()
+        assert moved.norm(dim=-1).max() > 1e-3  # the centres did move
+    assert offsets[True] < 1e-6 < 1e-3 < offsets[False], offsets

@@ -13,7 +13,8 @@ from track4dgen.cameras import HELDOUT_AZIMUTHS_DEG, RIG_AZIMUTHS_DEG, load_came
 from track4dgen.job import JobError, load_job
 from track4dgen.meshio import load_mesh
 from track4dgen.synthetic import compute_tracks, list_objects, load_gt, load_videos, make_object, render_animation, render_mesh, write_job
-from track4dgen.synthetic.render import rasterize, vertex_normals
+from track4dgen.meshraster import rasterize
+from track4dgen.synthetic.render import vertex_normals
 from track4dgen.synthetic.tracks import points_at, sample_surface
 from track4dgen.synthetic.writer import load_png
 

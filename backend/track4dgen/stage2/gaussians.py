@@ -92,6 +92,8 @@ class CanonicalGaussians(nn.Module):
         # provenance for evaluation (not optimised): source triangle and barycentric weights
         self.register_buffer("face_idx", torch.zeros(n, dtype=torch.long))
         self.register_buffer("bary", torch.zeros(n, 3))
+        # unit normal of the source triangle: lets training keep centres on the surface (optimize.py)
+        self.register_buffer("normals", torch.zeros(n, 3))
 
     @property
     def num(self) -> int:
@@ -132,4 +134,5 @@ class CanonicalGaussians(nn.Module):
             g.sh4d[:, 0, :, 0] = rgb_to_sh_dc(torch.from_numpy(s.colors))
             g.face_idx.copy_(torch.from_numpy(s.face_idx))
             g.bary.copy_(torch.from_numpy(s.bary))
+            g.normals.copy_(torch.from_numpy(s.normals))
         return g

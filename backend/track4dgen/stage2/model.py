@@ -14,6 +14,11 @@ time-constant offset (which renders fine but is wrong motion).
 ``motion_gate`` (buffer ``[N]``, all ones unless ``set_motion_gate`` is called): each Gaussian's
 deformation is scaled by its gate, so a gate of 0 keeps it exactly at its canonical pose
 (stage2/motion_gate.py says which Gaussians get 0 and why).
+
+``part_mask`` / ``part_rotation`` / ``part_pivot`` (buffers; no part unless ``set_rigid_part`` is
+called): a rigid per-frame rotation of one part found before training (stage2/motion_search.py).
+The field's deformation is a residual on top of it, ``x_t = R_f (x + dx - p) + p``, so training
+refines the rotation but cannot lose it.
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ class Stage2Model(nn.Module):
         self.deformation = deformation
         self.num_frames = int(num_frames)
         self.register_buffer("motion_gate", torch.ones(gaussians.num))
+        self.register_buffer("part_mask", torch.zeros(gaussians.num, dtype=torch.bool))
+        self.register_buffer("part_rotation", torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(num_frames, 1))  # wxyz per frame
+        self.register_buffer("part_pivot", torch.zeros(3))
         if feature_cache is not None:
             # [F, N, C'] visible-view-averaged diffusion features of the canonical centres
             self.register_buffer("feature_cache", feature_cache.float())
@@ -112,6 +120,15 @@ class Stage2Model(nn.Module):
             raise ValueError(f"motion gate must be finite with shape {tuple(self.motion_gate.shape)}, got {tuple(gate.shape)}")
         self.motion_gate.copy_(gate.clamp(0.0, 1.0))
 
+    def set_rigid_part(self, mask: torch.Tensor, rotations: torch.Tensor, pivot: torch.Tensor) -> None:
+        """Rigid per-frame rotations (wxyz ``[F, 4]``, frame 0 the identity) of the Gaussians in ``mask``
+        about ``pivot``, applied after the field's deformation."""
+        if mask.shape != self.part_mask.shape or rotations.shape != self.part_rotation.shape or pivot.shape != (3,):
+            raise ValueError("rigid part needs mask [N], rotations [F, 4] and pivot [3]")
+        self.part_mask.copy_(mask.bool())
+        self.part_rotation.copy_(quat_normalize(rotations.to(self.part_rotation)))
+        self.part_pivot.copy_(pivot)
+
     def tau(self, frame: int) -> float:
         return frame / (self.num_frames - 1) if self.num_frames > 1 else 0.0
 
@@ -134,15 +151,30 @@ class Stage2Model(nn.Module):
         dq = torch.where(dq[:, :1] < 0, -dq, dq)
         identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=dq.device, dtype=dq.dtype)
         dq = quat_normalize(identity * (1.0 - gate) + dq * gate)
+        means = g.means + dx
+        if bool(self.part_mask.any()):
+            means, dq = self._turn_part(frame, means, dq)
         quats = quat_multiply(dq, quat_normalize(g.quats))
         return FrameGaussians(
-            means=g.means + dx,
+            means=means,
             quats=quats,
             log_scales=g.log_scales + ds,
             opacity=torch.sigmoid(g.opacity_logit),
             sh=coeffs_at(g.sh4d, tau),
             dq=dq,
         )
+
+    def _turn_part(self, frame: int, means: torch.Tensor, dq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.part_rotation[frame]
+        w, v = q[0], q[1:]
+        p = means - self.part_pivot
+        # Rodrigues in quaternion form: p' = p + 2w (v x p) + 2 v x (v x p)
+        t = 2.0 * torch.linalg.cross(v.expand_as(p), p)
+        turned = p + w * t + torch.linalg.cross(v.expand_as(p), t) + self.part_pivot
+        mask = self.part_mask[:, None]
+        means = torch.where(mask, turned, means)
+        dq = torch.where(mask, quat_multiply(q.expand_as(dq), dq), dq)
+        return means, dq
 
     def colors(self, state: FrameGaussians, cam_centers: torch.Tensor) -> torch.Tensor:
         """Per-camera colours ``[C, N, 3]`` from the frame's SH toward each camera."""

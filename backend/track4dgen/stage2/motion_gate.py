@@ -8,14 +8,19 @@ dragon that flaps its wings the body then "breathes". The videos themselves say 
 move: a Gaussian whose projection stays on unchanged pixels in every view, over the whole clip,
 has no evidence of motion, so its deformation is gated to zero.
 
-``gate_i = ramp(max over the views that see x_i of change_v(project_v(x_i)))`` where
+``gate_i = ramp(min over the views that see x_i of change_v(project_v(x_i)))`` where
 ``change_v`` is the largest per-pixel difference of view v from its frame 0 over all frames
 (composited RGB and alpha), dilated by a few pixels so parts next to a moving one are left free.
 The ramp goes from 0 below ``lo`` to 1 above ``hi``. "Sees" is the mesh ray-cast visibility at
 frame 0 (a point on the back of the body must not read the change of a limb in front of it).
-The test is conservative: a Gaussian that a moving part passes in front of in a view that sees
-it and one projecting outside an image stay free; one that no view sees (under a belly, between
-legs) takes the largest gate of its nearest seen neighbours, since it moves with what is around it.
+
+Why the minimum over views: one view that sees the point and never changes there is evidence it
+stays still, while a change in another view may be a moving part passing in front of it (a tail
+sweeping across the back in the rear view). Measured on the synthetic set at 64 px, the maximum
+left 430 of 2859 still Gaussians free on tail_wag and 350 of 2649 on waving_arm, the minimum 86
+and 152; neither gates a single Gaussian that moves more than 0.5 % of the diagonal. A Gaussian
+projecting outside an image stays free; one that no view sees (under a belly, between legs)
+takes the largest gate of its nearest seen neighbours, since it moves with what is around it.
 """
 
 from __future__ import annotations
@@ -50,8 +55,8 @@ def motion_gate(
     hi: float = 0.08,
     visible: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``[N]`` in [0, 1]: 0 where every view that sees the point shows no change there, 1 where
-    one does. ``visible`` ``[V, N]`` bool (default: every view sees every point)."""
+    """``[N]`` in [0, 1]: 0 where a view that sees the point shows no change there, 1 where
+    every view that sees it does. ``visible`` ``[V, N]`` bool (default: every view sees every point)."""
     if not 0.0 <= lo < hi:
         raise ValueError(f"motion gate range must satisfy 0 <= lo < hi, got [{lo}, {hi}]")
     V, H, W = change.shape
@@ -62,9 +67,9 @@ def motion_gate(
     seen = torch.gather(change.reshape(V, H * W), 1, flat)
     seen = torch.where(inside, seen, torch.ones_like(seen))  # outside an image: no evidence, keep free
     if visible is None:
-        return ((seen.amax(0) - lo) / (hi - lo)).clamp(0.0, 1.0)
-    seen = torch.where(visible, seen, torch.zeros_like(seen))  # a hidden view has no say
-    gate = ((seen.amax(0) - lo) / (hi - lo)).clamp(0.0, 1.0)
+        return ((seen.amin(0) - lo) / (hi - lo)).clamp(0.0, 1.0)
+    seen = torch.where(visible, seen, torch.full_like(seen, hi))  # a hidden view has no say
+    gate = ((seen.amin(0) - lo) / (hi - lo)).clamp(0.0, 1.0)
     return _fill_unseen(points, gate, visible.any(0))
 
 

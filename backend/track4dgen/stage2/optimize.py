@@ -6,8 +6,10 @@ SDS hook receives all views x frames, so phase 2 renders every image each step).
 
 Beyond the paper (all off by default, see ``config.SYNTHETIC_64_OVERRIDES``): ARAP already in
 phase 1 (``arap_in_rec``), blurred-image terms (``rec_pyramid_levels``), a no-motion prior
-(``w_motion``), K-Planes' time-plane priors (``w_time_sparse``, ``w_time_smooth``), and an
-exponential decay of the field's and the means' learning rates (``lr_final_ratio``, on).
+(``w_motion``), K-Planes' time-plane priors (``w_time_sparse``, ``w_time_smooth``), canonical
+centres held on the mesh (``means_on_surface``), frame 0 fitted to the mesh's silhouette in extra
+cameras (``w_silhouette``), and an exponential decay of the field's and the means' learning
+rates (``lr_final_ratio``, on).
 
 Every iteration is reproducible from (seed, iteration) alone, which is what makes resuming from
 a checkpoint continue exactly the same run.
@@ -25,7 +27,7 @@ from ..job import ProgressReporter, finite_or_raise
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Stage2Config
 from .losses import SdsFn, arap_loss, knn_indices, reconstruction_loss, sds_loss
-from .model import Stage2Model
+from .model import FrameGaussians, Stage2Model
 
 RenderFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -44,6 +46,10 @@ class TrainData:
     viewmats: torch.Tensor  # [V, 4, 4] world -> camera (OpenCV)
     Ks: torch.Tensor  # [V, 3, 3] pixels, for (W, H)
     background: torch.Tensor  # [3]
+    # optional frame-0 mesh silhouettes from extra cameras (stage2/mesh_silhouettes.py)
+    silhouettes: torch.Tensor | None = None  # [M, H, W] coverage in [0, 1]
+    silhouette_viewmats: torch.Tensor | None = None  # [M, 4, 4]
+    silhouette_Ks: torch.Tensor | None = None  # [M, 3, 3]
 
     @property
     def num_views(self) -> int:
@@ -62,7 +68,9 @@ class TrainData:
         return torch.linalg.inv(self.viewmats)[:, :3, 3]
 
     def to(self, device: torch.device) -> "TrainData":
-        return TrainData(self.images.to(device), self.viewmats.to(device), self.Ks.to(device), self.background.to(device))
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return TrainData(self.images.to(device), self.viewmats.to(device), self.Ks.to(device), self.background.to(device),
+                         move(self.silhouettes), move(self.silhouette_viewmats), move(self.silhouette_Ks))
 
 
 def render_frame(
@@ -72,23 +80,31 @@ def render_frame(
     """Render ``views`` of ``frame``: (rgb [C,H,W,3] on the background, alpha [C,H,W,1], frame state)."""
     state = model.frame(frame)
     vi = torch.as_tensor(views, device=data.viewmats.device)
-    colors = model.colors(state, data.cam_centers[vi])
-    width, height = data.size
-    rgb, alpha = render_fn(
+    rgb, alpha = render_state(model, state, data.viewmats[vi], data.Ks[vi], data.size, data.background, render_fn, backend, mode)
+    return rgb, alpha, state
+
+
+def render_state(
+    model: Stage2Model, state: FrameGaussians, viewmats: torch.Tensor, Ks: torch.Tensor, size: tuple[int, int], background: torch.Tensor,
+    render_fn: RenderFn, backend: str = "auto", mode: str = Stage2Config.raster_mode,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render one frame's Gaussians in the given cameras: (rgb [C,H,W,3], alpha [C,H,W,1])."""
+    colors = model.colors(state, torch.linalg.inv(viewmats)[:, :3, 3])
+    width, height = size
+    return render_fn(
         state.means,
         state.quats,
         torch.exp(state.log_scales),
         state.opacity,
         colors,
-        data.viewmats[vi],
-        data.Ks[vi],
+        viewmats,
+        Ks,
         width,
         height,
-        backgrounds=data.background[None].expand(len(views), 3),
+        backgrounds=background[None].expand(len(viewmats), 3),
         backend=backend,
         rasterize_mode=mode,
     )
-    return rgb, alpha, state
 
 
 def build_optimizer(model: Stage2Model, cfg: Stage2Config) -> torch.optim.Adam:
@@ -189,6 +205,10 @@ class Trainer:
             if sds is not None:
                 loss = loss + cfg.w_sds * sds
                 out["sds"] = float(sds.detach())
+        if cfg.w_silhouette > 0 and data.silhouettes is not None:
+            sil = self.silhouette_loss(iteration)
+            loss = loss + cfg.w_silhouette * sil * n_img
+            out["silhouette"] = float(sil.detach())
         hexplane = self.model.deformation.hexplane
         if cfg.w_time_smooth > 0:
             loss = loss + cfg.w_time_smooth * hexplane.time_smoothness()
@@ -199,8 +219,31 @@ class Trainer:
         loss.backward()
         self._set_lrs(iteration)
         self.optimizer.step()
+        if cfg.means_on_surface:
+            self.keep_on_surface()
         self.last = out
         return out
+
+    def silhouette_loss(self, iteration: int) -> torch.Tensor:
+        """L2 between frame 0's alpha and the mesh's silhouette in one extra camera (seeded pick)."""
+        data = self.data
+        gen = torch.Generator().manual_seed(self.seed * 15_485_863 + iteration)
+        m = int(torch.randint(len(data.silhouettes), (1,), generator=gen))
+        _, alpha = render_state(self.model, self.model.frame(0), data.silhouette_viewmats[m:m + 1], data.silhouette_Ks[m:m + 1],
+                                data.size, data.background, self.render_fn, self.cfg.raster_backend, self.cfg.raster_mode)
+        return (alpha[0, ..., 0] - data.silhouettes[m]).pow(2).mean()
+
+    @torch.no_grad()
+    def keep_on_surface(self) -> None:
+        """Remove each canonical centre's offset along its source triangle's normal.
+
+        Why: splats fit a silhouette best with their centres a fraction of a pixel inside the
+        surface (a splat's footprint reaches past its centre), so free centres sink into the mesh.
+        The mesh is the known shape, so the centres may slide along it (coverage, appearance) but
+        not off it; scales and opacities take up the silhouette instead."""
+        g = self.model.gaussians
+        offset = ((g.means - self.canon_means0) * g.normals).sum(-1, keepdim=True)
+        g.means.sub_(offset * g.normals)
 
     def _stack_renders(self, renders: dict[int, tuple[list[int], torch.Tensor]]) -> torch.Tensor:
         """[V, F, 3, H, W] from the per-frame renders (phase 2 renders every view and frame)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,17 @@ def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> 
         return float("nan")
 
 
+def with_mesh_silhouettes(data: TrainData, vertices: np.ndarray, faces: np.ndarray, offsets_deg: list[float]) -> TrainData:
+    """``data`` plus the mesh's silhouettes from the video cameras turned by ``offsets_deg``."""
+    from .mesh_silhouettes import mesh_silhouettes, virtual_cameras
+
+    center = 0.5 * (np.min(vertices, axis=0) + np.max(vertices, axis=0))
+    viewmats, Ks = virtual_cameras(data.viewmats, data.Ks, center, offsets_deg)
+    width, height = data.size
+    masks = mesh_silhouettes(vertices, faces, viewmats, Ks, width, height)
+    return replace(data, silhouettes=masks, silhouette_viewmats=viewmats, silhouette_Ks=Ks)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -127,7 +139,10 @@ def run_stage2(
         mesh = load_mesh(job.mesh_path)
     except MeshError as exc:
         raise JobError("bad_mesh", str(exc), "Export a mesh with faces and finite coordinates as mesh.glb.") from exc
-    data = build_train_data(job, vids, cfg.resolution, cfg.background).to(device)
+    data = build_train_data(job, vids, cfg.resolution, cfg.background)
+    if cfg.w_silhouette > 0:
+        data = with_mesh_silhouettes(data, mesh.vertices, mesh.faces, cfg.silhouette_offsets_deg)
+    data = data.to(device)
 
     feature_fn = None
     visibility: dict[str, torch.Tensor] = {}  # mesh visibility of the canonical centres, computed once
@@ -165,8 +180,12 @@ def run_stage2(
             seen = mesh_visibility(points.cpu(), torch.tensor(mesh.vertices), torch.tensor(mesh.faces), data.cam_centers.cpu())
         change = change_maps(data.images, data.background, cfg.motion_gate_dilate_px)
         model.set_motion_gate(motion_gate(points, change, data.viewmats, data.Ks, lo, hi, visible=seen.to(points.device)))
-    t_init = time.monotonic() - t_start
     render = render_fn or default_render_fn()
+    if cfg.motion_search:
+        from .motion_search import initialise_from_rotation_search
+
+        initialise_from_rotation_search(model, data, render, cfg.raster_backend, cfg.raster_mode, cfg.motion_search_min_gain, reporter)
+    t_init = time.monotonic() - t_start
     trainer = Trainer(model, data, cfg, sds_fn=sds_fn, render_fn=render, seed=job.spec.seed)
     train_stats = trainer.train(reporter, checkpoint_dir)
 

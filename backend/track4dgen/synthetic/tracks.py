@@ -18,7 +18,8 @@ import numpy as np
 
 from ..cameras import Camera
 from .objects import AnimatedMesh
-from .render import NEAR, Raster, rasterize, render_mesh_raster, scaled_camera
+from ..meshraster import NEAR, Raster, rasterize, scaled_camera
+from .render import render_mesh_raster
 
 DEFAULT_POINTS = 512
 DEPTH_TOLERANCE = 0.02  # world units; objects are normalised to the unit sphere
