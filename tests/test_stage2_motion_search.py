@@ -64,6 +64,11 @@ def test_search_finds_the_spin_of_the_blades(spinner):
     np.testing.assert_allclose(found, [90.0, 180.0, 270.0], atol=4.0)
     assert min(guess.gain[1:]) > 0.1
 
+    # one confident frame of three is not a turning part: with the majority rule all keep the identity
+    few = search_rotations(model, data.images, render, data.background, part, min_gain=0.2, min_frames=0.5)
+    assert few.angle == [0.0] * 4, few
+    assert search_rotations(model, data.images, render, data.background, part, min_gain=0.2, min_frames=0.3).angle[2] != 0.0
+
     # nothing turns where nothing moves: the still stand as the "part" keeps the identity
     still = search_rotations(model, data.images, render, data.background, ~part, min_gain=0.1)
     assert still.angle == [0.0] * 4, still

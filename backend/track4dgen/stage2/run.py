@@ -184,7 +184,9 @@ def run_stage2(
     if cfg.motion_search:
         from .motion_search import initialise_from_rotation_search
 
-        initialise_from_rotation_search(model, data, render, cfg.raster_backend, cfg.raster_mode, cfg.motion_search_min_gain, reporter)
+        initialise_from_rotation_search(
+            model, data, render, cfg.raster_backend, cfg.raster_mode, cfg.motion_search_min_gain, cfg.motion_search_min_frames, reporter
+        )
     t_init = time.monotonic() - t_start
     trainer = Trainer(model, data, cfg, sds_fn=sds_fn, render_fn=render, seed=job.spec.seed)
     train_stats = trainer.train(reporter, checkpoint_dir)
