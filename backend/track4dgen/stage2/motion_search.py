@@ -30,8 +30,6 @@ from .losses import reconstruction_loss
 from .model import FrameGaussians, Stage2Model
 from .optimize import RenderFn, TrainData, render_state
 
-AXES = ("x", "y", "z")
-
 
 @dataclass
 class RigidGuess:
@@ -109,7 +107,7 @@ def search_rotations(
             step = math.radians(coarse_deg)
             for _ in range(refine_steps):  # halve the step around the best angle
                 step /= 2
-                value0, axis, centre = best
+                _, axis, centre = best
                 for angle in (centre - step, centre + step):
                     value = loss_of(rotate_part(rest, part, pivot, axis, angle), frame)
                     if value < best[0]:
