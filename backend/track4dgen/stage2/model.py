@@ -135,16 +135,12 @@ class Stage2Model(nn.Module):
     def frame(self, frame: int) -> FrameGaussians:
         g = self.gaussians
         tau = self.tau(frame)
-        extra = None
-        if self.feature_cache is not None and self.feature_proj is not None:
-            extra = self.feature_proj(self.feature_cache[frame])
-        dx, dq, ds = self.deformation(g.means, tau, extra)
-        if self.anchor_first_frame:
-            # frame 0 is the conditioning pose the mesh was taken in: measure motion from there
-            extra0 = None if extra is None else self.feature_proj(self.feature_cache[0])
-            dx0, dq0, ds0 = self.deformation(g.means, 0.0, extra0)
-            dx, ds = dx - dx0, ds - ds0
-            dq = quat_multiply(dq, quat_conjugate(dq0))
+        if self.anchor_first_frame and frame == 0:
+            # frame 0 is the mesh's pose: no deformation (the field's two evaluations would cancel)
+            dx, ds = torch.zeros_like(g.means), torch.zeros_like(g.log_scales)
+            dq = torch.tensor([1.0, 0.0, 0.0, 0.0], device=g.means.device, dtype=g.means.dtype).expand(g.num, 4)
+        else:
+            dx, dq, ds = self._deform(frame, tau)
         gate = self.motion_gate[:, None]
         dx, ds = dx * gate, ds * gate
         # nlerp from the identity, on the hemisphere of w >= 0 (q and -q are the same rotation)
@@ -163,6 +159,20 @@ class Stage2Model(nn.Module):
             sh=coeffs_at(g.sh4d, tau),
             dq=dq,
         )
+
+    def _deform(self, frame: int, tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g = self.gaussians
+        extra = None
+        if self.feature_cache is not None and self.feature_proj is not None:
+            extra = self.feature_proj(self.feature_cache[frame])
+        dx, dq, ds = self.deformation(g.means, tau, extra)
+        if self.anchor_first_frame:
+            # frame 0 is the conditioning pose the mesh was taken in: measure motion from there
+            extra0 = None if extra is None else self.feature_proj(self.feature_cache[0])
+            dx0, dq0, ds0 = self.deformation(g.means, 0.0, extra0)
+            dx, ds = dx - dx0, ds - ds0
+            dq = quat_multiply(dq, quat_conjugate(dq0))
+        return dx, dq, ds
 
     def _turn_part(self, frame: int, means: torch.Tensor, dq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.part_rotation[frame]
