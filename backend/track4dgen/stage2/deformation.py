@@ -38,6 +38,14 @@ def quat_conjugate(q: torch.Tensor) -> torch.Tensor:
     return q * torch.tensor([1.0, -1.0, -1.0, -1.0], device=q.device, dtype=q.dtype)
 
 
+def quat_rotate(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Rotate vectors ``v [..., 3]`` by unit wxyz quaternions ``q [..., 4]`` (broadcast):
+    v' = v + 2w (u x v) + 2 u x (u x v), the quaternion form of Rodrigues' formula."""
+    w, u = q[..., :1], q[..., 1:].expand_as(v)
+    t = 2.0 * torch.linalg.cross(u, v)
+    return v + w * t + torch.linalg.cross(u, t)
+
+
 def quat_normalize(q: torch.Tensor) -> torch.Tensor:
     return q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 

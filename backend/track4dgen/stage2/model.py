@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .config import Stage2Config
-from .deformation import DeformationField, quat_conjugate, quat_multiply, quat_normalize
+from .deformation import DeformationField, quat_conjugate, quat_multiply, quat_normalize, quat_rotate
 from .gaussians import CanonicalGaussians
 from .hexplane import HexPlane
 from .sh4d import coeffs_at, eval_rgb, view_dirs
@@ -176,15 +176,9 @@ class Stage2Model(nn.Module):
 
     def _turn_part(self, frame: int, means: torch.Tensor, dq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.part_rotation[frame]
-        w, v = q[0], q[1:]
-        p = means - self.part_pivot
-        # Rodrigues in quaternion form: p' = p + 2w (v x p) + 2 v x (v x p)
-        t = 2.0 * torch.linalg.cross(v.expand_as(p), p)
-        turned = p + w * t + torch.linalg.cross(v.expand_as(p), t) + self.part_pivot
+        turned = quat_rotate(q, means - self.part_pivot) + self.part_pivot
         mask = self.part_mask[:, None]
-        means = torch.where(mask, turned, means)
-        dq = torch.where(mask, quat_multiply(q.expand_as(dq), dq), dq)
-        return means, dq
+        return torch.where(mask, turned, means), torch.where(mask, quat_multiply(q.expand_as(dq), dq), dq)
 
     def colors(self, state: FrameGaussians, cam_centers: torch.Tensor) -> torch.Tensor:
         """Per-camera colours ``[C, N, 3]`` from the frame's SH toward each camera."""
