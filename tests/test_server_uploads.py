@@ -112,3 +112,57 @@ def test_safe_relative_path_normalises_harmless_names() -> None:
     assert safe_relative_path("./") is None
     with pytest.raises(UploadError):
         safe_relative_path("job/\x00.png")
+
+
+def test_entry_count_stops_at_the_limit_before_later_entries_are_read(tmp_path: Path) -> None:
+    # entries past the limit are never looked at: an unsafe name there would be refused as unsafe
+    # (400) only if the extractor listed everything first, as it used to (78 s for a 1M-entry tar.xz)
+    many = [(f"job/f{i}.txt", b"") for i in range(150)] + [("../evil.txt", b"x")]
+    for maker, name in ((_tar, "many.tar.gz"), (_zip, "many.zip")):
+        with pytest.raises(UploadError) as err:
+            extract_archive(maker(tmp_path / name, many), tmp_path / f"x-{name}", max_bytes=1 << 20, max_entries=100)
+        assert err.value.status == 413 and err.value.code == "too_many_entries", err.value.message
+        assert not (tmp_path / f"x-{name}").exists()
+
+
+def _corrupt_deflate(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("job/job.json", b"{}")
+        zf.writestr("job/mesh.glb", bytes(range(256)) * 64)
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"job/mesh.glb") + len("job/mesh.glb")  # the local header's name, then its data
+    for i in range(start + 4, start + 40):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _unsupported_method(path: Path) -> Path:
+    _zip(path, GOOD)
+    raw = bytearray(path.read_bytes())
+    for sig in (b"PK\x03\x04", b"PK\x01\x02"):  # method field: local header +8, central header +10
+        at = raw.find(sig)
+        while at >= 0:
+            off = at + (8 if sig == b"PK\x03\x04" else 10)
+            raw[off:off + 2] = (93).to_bytes(2, "little")  # zstd: not supported by zipfile
+            at = raw.find(sig, at + 4)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("case", ["file_and_folder", "long_name", "long_folder_name", "corrupt_deflate", "unsupported_method"])
+def test_malformed_archives_are_refused_with_a_4xx_not_a_crash(tmp_path: Path, case: str) -> None:
+    archive = {
+        "file_and_folder": lambda p: _zip(p, [("job/views", b"file"), ("job/views/0.png", b"png")]),
+        "long_name": lambda p: _zip(p, [("job/" + "a" * 256, b"x")]),
+        "long_folder_name": lambda p: _tar(p, [("job/" + "é" * 128 + "/x.png", b"x")]),
+        "corrupt_deflate": _corrupt_deflate,
+        "unsupported_method": _unsupported_method,
+    }[case](tmp_path / "bad.archive")
+    with pytest.raises(UploadError) as err:
+        extract_archive(archive, tmp_path / "x", max_bytes=1 << 20)
+    assert 400 <= err.value.status < 500 and err.value.message and err.value.hint, err.value.message
+    assert not (tmp_path / "x").exists()
+    if case == "file_and_folder":  # in either order
+        with pytest.raises(UploadError):
+            extract_archive(_zip(tmp_path / "b.zip", [("job/v/0.png", b"png"), ("job/v", b"file")]), tmp_path / "y", 1 << 20)

@@ -12,16 +12,22 @@ staging folder and their resolved path is checked to lie inside it.
 
 from __future__ import annotations
 
+import lzma
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 CHUNK = 1 << 20
+MAX_NAME_BYTES = 255  # one path component (the Linux limit)
+MAX_PATH_BYTES = 1024
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -63,8 +69,34 @@ class _Entry:
     open: Callable[[], BinaryIO] | None
 
 
-def _zip_entries(zf: zipfile.ZipFile) -> list[_Entry]:
-    entries = []
+def _too_many(max_entries: int) -> UploadError:
+    return UploadError(413, "too_many_entries", f"the archive has more than {max_entries} entries",
+                       "Upload only the job folder (job.json, mesh.glb, cameras.json, views/, videos/).")
+
+
+def _zip_declared_entries(path: Path) -> int | None:
+    """The entry count from the zip's end-of-central-directory record, read before zipfile parses
+    (and holds in memory) the whole central directory; ``None`` when the record is not found."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - (1 << 16) - 22))
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None
+    count = struct.unpack("<H", tail[at + 10:at + 12])[0]
+    if count == 0xFFFF and at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07":  # zip64: ask its record
+        (offset,) = struct.unpack("<Q", tail[at - 12:at - 4])
+        with open(path, "rb") as f:
+            f.seek(offset)
+            rec = f.read(56)
+        if rec[:4] == b"PK\x06\x06" and len(rec) == 56:
+            count = struct.unpack("<Q", rec[32:40])[0]
+    return count
+
+
+def _zip_entries(zf: zipfile.ZipFile) -> Iterator[_Entry]:
     for info in zf.infolist():
         rel = safe_relative_path(info.filename)
         mode = (info.external_attr >> 16) & 0xFFFF
@@ -75,17 +107,18 @@ def _zip_entries(zf: zipfile.ZipFile) -> list[_Entry]:
             raise _unsafe(info.filename, "it is not a regular file or folder")
         if info.flag_bits & 0x1:
             raise _unsafe(info.filename, "it is encrypted")
+        if info.compress_type not in _ZIP_METHODS:
+            raise UploadError(400, "unsupported_compression",
+                              f"archive entry {info.filename!r} uses zip compression method {info.compress_type}",
+                              "Zip the job folder with 'deflate' or 'store' (the default of every zip tool).")
         if rel is None:
             continue
         is_dir = info.is_dir() or kind == stat.S_IFDIR
-        entries.append(_Entry(rel, is_dir, 0 if is_dir else info.file_size,
-                              None if is_dir else (lambda info=info: zf.open(info))))
-    return entries
+        yield _Entry(rel, is_dir, 0 if is_dir else info.file_size, None if is_dir else (lambda info=info: zf.open(info)))
 
 
-def _tar_entries(tf: tarfile.TarFile) -> list[_Entry]:
-    entries = []
-    for member in tf.getmembers():
+def _tar_entries(tf: tarfile.TarFile) -> Iterator[_Entry]:
+    for member in tf:  # streamed: a million-entry tar is refused at the limit, not listed first
         rel = safe_relative_path(member.name)
         if member.issym():
             raise _unsafe(member.name, "it is a symbolic link")
@@ -95,9 +128,8 @@ def _tar_entries(tf: tarfile.TarFile) -> list[_Entry]:
             raise _unsafe(member.name, "it is not a regular file or folder")
         if rel is None:
             continue
-        entries.append(_Entry(rel, member.isdir(), 0 if member.isdir() else member.size,
-                              None if member.isdir() else (lambda m=member: tf.extractfile(m))))
-    return entries
+        yield _Entry(rel, member.isdir(), 0 if member.isdir() else member.size,
+                     None if member.isdir() else (lambda m=member: tf.extractfile(m)))
 
 
 def archive_kind(path: Path) -> str:
@@ -111,24 +143,47 @@ def archive_kind(path: Path) -> str:
                       "Upload the job folder as a .zip or .tar(.gz) file.")
 
 
-def _check_and_write(entries: Iterable[_Entry], dest: Path, max_bytes: int, max_entries: int) -> int:
-    entries = list(entries)
-    if len(entries) > max_entries:
-        raise UploadError(413, "too_many_entries", f"the archive has {len(entries)} entries (limit {max_entries})",
-                          "Upload only the job folder (job.json, mesh.glb, cameras.json, views/, videos/).")
-    declared = sum(e.size for e in entries)
-    if declared > max_bytes:
-        raise UploadError(413, "archive_too_large", f"the archive expands to {declared} bytes (limit {max_bytes})",
-                          "Lower the job's resolution or frame count, or raise --max-extract-mb on the server.")
-    seen: set[PurePosixPath] = set()
+def _check_name(rel: PurePosixPath) -> None:
+    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for p in rel.parts):
+        raise _unsafe(str(rel)[:80] + "...", f"a name in it is longer than {MAX_NAME_BYTES} bytes")
+    if len(str(rel).encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise _unsafe(str(rel)[:80] + "...", f"the path is longer than {MAX_PATH_BYTES} bytes")
+
+
+def _check_entries(entries: Iterable[_Entry], max_bytes: int, max_entries: int) -> list[_Entry]:
+    """Every entry checked (count, size, names, file/folder clashes) before anything is written;
+    counting stops at the limit, so the cost of a refused archive is bounded by it."""
+    checked: list[_Entry] = []
+    files: set[PurePosixPath] = set()
+    folders: set[PurePosixPath] = set()
+    declared = 0
     for e in entries:
-        if e.rel in seen and not e.is_dir:
+        if len(checked) >= max_entries:
+            raise _too_many(max_entries)
+        _check_name(e.rel)
+        declared += e.size
+        if declared > max_bytes:
+            raise UploadError(413, "archive_too_large", f"the archive expands to more than {max_bytes} bytes",
+                              "Lower the job's resolution or frame count, or raise --max-extract-mb on the server.")
+        parents = set(e.rel.parents) - {PurePosixPath(".")}
+        if e.is_dir:
+            parents.add(e.rel)
+        elif e.rel in files:
             raise _unsafe(str(e.rel), "the archive holds this path twice")
-        seen.add(e.rel)
+        if (not e.is_dir and e.rel in folders) or parents & files:
+            raise _unsafe(str(e.rel), "a file and a folder in the archive have the same name")
+        folders |= parents
+        if not e.is_dir:
+            files.add(e.rel)
+        checked.append(e)
+    return checked
+
+
+def _write(entries: list[_Entry], dest: Path, max_bytes: int) -> int:
     root = dest.resolve()
     written = 0
     for e in entries:  # directories first is not required: parents are created on demand
-        target = (dest / e.rel)
+        target = dest / e.rel
         if e.is_dir:
             target.mkdir(parents=True, exist_ok=True)
             continue
@@ -158,15 +213,22 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int, max_entries: int 
     try:
         kind = archive_kind(archive)
         if kind == "zip":
+            declared = _zip_declared_entries(archive)
+            if declared is not None and declared > max_entries:
+                raise _too_many(max_entries)
             try:
                 with zipfile.ZipFile(archive) as zf:
-                    return _check_and_write(_zip_entries(zf), dest, max_bytes, max_entries)
-            except (zipfile.BadZipFile, EOFError) as exc:
+                    return _write(_check_entries(_zip_entries(zf), max_bytes, max_entries), dest, max_bytes)
+            except (zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+                if isinstance(exc, OSError) and exc.errno is not None:
+                    raise  # a server-side file error (disk full...), not the archive's fault
                 raise UploadError(400, "bad_archive", f"the zip archive is corrupt: {exc}", "Re-create the zip file.") from exc
         try:
             with tarfile.open(archive, "r:*") as tf:
-                return _check_and_write(_tar_entries(tf), dest, max_bytes, max_entries)
-        except (tarfile.TarError, EOFError) as exc:
+                return _write(_check_entries(_tar_entries(tf), max_bytes, max_entries), dest, max_bytes)
+        except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise
             raise UploadError(400, "bad_archive", f"the tar archive is corrupt: {exc}", "Re-create the tar file.") from exc
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
