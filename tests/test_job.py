@@ -148,3 +148,136 @@ def test_cli_reports_validation_error_as_event(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "track4dgen", "run", str(make_job(tmp_path / "j2")), "--validate-only"],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+# -- issue 16: hostile sizes and settings ----------------------------------------------------------
+
+def _peak_rss_of_validation(root: Path) -> tuple[float, str]:
+    """Validate ``root`` in a fresh interpreter; returns (peak RSS growth in MB, the error message)."""
+    code = ("import json, resource, sys; from track4dgen.job import JobError, load_job; import PIL.Image, trimesh; "
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    load_job(sys.argv[1]); msg = 'accepted'\nexcept JobError as e:\n    msg = e.message\n"
+            "print(json.dumps([(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, msg]))")
+    out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr
+    grown, msg = json.loads(out.stdout.strip().splitlines()[-1])
+    return grown, msg
+
+
+def test_image_and_feature_bombs_are_refused_from_their_headers(tmp_path: Path) -> None:
+    from test_server_support import npz_bomb, png_bomb
+
+    root = make_job(tmp_path / "png")
+    (root / "views" / "1.png").write_bytes(png_bomb(9000, 9000))  # 315 KB on disk, 324 MB decoded
+    grown, msg = _peak_rss_of_validation(root)
+    assert "views/1.png is 9000x9000, expected 16x16" in msg and str(tmp_path) not in msg
+    assert grown < 40, f"validation decoded the image: +{grown:.0f} MB"
+
+    root = make_job(tmp_path / "npz")
+    (root / "features.npz").write_bytes(npz_bomb((4, 2, 128, 256, 256)))  # 260 KB on disk, 268 MB of float32
+    grown, msg = _peak_rss_of_validation(root)
+    assert msg == "features.npz contains NaN or infinite values"  # the last value: the whole array was scanned
+    assert grown < 40, f"validation held the whole array: +{grown:.0f} MB"
+
+
+@pytest.mark.parametrize("features, words", [
+    (np.zeros((4, 2, 8, 4, 4), np.float64), "dtype float64"),
+    (np.zeros((4, 3, 8, 4, 4), np.float32), "shape [4, 3, 8, 4, 4]"),
+    (np.zeros((4, 2, 8, 4, 4), object), "dtype object"),
+])
+def test_feature_headers_are_checked(tmp_path: Path, features: np.ndarray, words: str) -> None:
+    root = make_job(tmp_path / "job")
+    np.savez(root / "features.npz", features=features, allow_pickle=True)
+    with pytest.raises(JobError) as info:
+        load_job(root)
+    assert info.value.code == "bad_features" and words in info.value.message
+
+
+def test_feature_header_declaring_more_than_the_budget_is_refused_unread(tmp_path: Path) -> None:
+    import zipfile
+
+    root = make_job(tmp_path / "job")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (4, 2, 4096, 512, 512)})
+    with zipfile.ZipFile(root / "features.npz", "w") as zf:
+        zf.writestr("features.npy", header.getvalue() + b"\0" * 64)
+    with pytest.raises(JobError, match=r"holds 34,359,738,368 bytes \(limit"):
+        load_job(root)
+
+
+def test_images_must_match_the_declared_resolution(tmp_path: Path) -> None:
+    root = make_job(tmp_path / "job")
+    img = np.zeros((17, 17, 4), np.float32)
+    write_rgba(root / "videos" / "view2" / "001.png", img)
+    with pytest.raises(JobError, match=r"video view 2 frame 1 videos/view2/001.png is 17x17, expected 16x16"):
+        load_job(root)
+    write_rgba(root / "videos" / "view2" / "001.png", np.zeros((16, 16, 4), np.float32))
+    write_rgba(root / "views" / "3.png", img)
+    with pytest.raises(JobError, match=r"views/3.png is 17x17"):
+        load_job(root)
+
+
+@pytest.mark.parametrize("section, key, value, words", [
+    ("stage2", "num_gaussians", 1e9, "'stage2.num_gaussians' must be an integer in [1, 1e+06]"),
+    ("stage2", "iters_rec", 10**12, "'stage2.iters_rec' must be an integer in [0, 100000]"),
+    ("stage2", "lr_means", "fast", "'stage2.lr_means' must be a number in [0, 1]"),
+    ("stage2", "lr_hexplane", float("nan"), "'stage2.lr_hexplane' must be a number"),
+    ("stage2", "hexplane_resolution", [4096, 4096, 64], "'stage2.hexplane_resolution' must be a list of 3 integers"),
+    ("stage2", "hexplane_resolution", [100, 100], "'stage2.hexplane_resolution'"),
+    ("stage2", "motion_gate", "yes", "'stage2.motion_gate' must be true or false"),
+    ("stage2", "raster_backend", "cuda", "'stage2.raster_backend' must be one of"),
+    ("stage2", "device", "cuda:../../x", "'stage2.device' must be a string"),
+    ("stage2", "iters_recc", 5, "'stage2.iters_recc' is not a known setting"),
+    ("stage1", "steps", "25", "'stage1.steps' must be an integer"),
+    ("stage1", "guidance_scale", float("inf"), "'stage1.guidance_scale'"),
+    ("stage1", "extra", {}, "'stage1.extra' is not a known setting"),
+    ("weights", "path", 5, "'weights.path' must be a string"),
+])
+def test_every_setting_is_type_and_range_checked(tmp_path: Path, section: str, key: str, value, words: str) -> None:
+    root = make_job(tmp_path / "job")
+    spec = json.loads((root / "job.json").read_text())
+    spec[section] = {key: value}
+    (root / "job.json").write_text(json.dumps(spec))  # NaN/Infinity are written as JSON's NaN/Infinity
+    with pytest.raises(JobError) as info:
+        load_job(root)
+    assert info.value.code == "bad_job_json" and words in info.value.message, info.value.message
+
+
+def test_combined_budgets_and_device_and_nesting(tmp_path: Path) -> None:
+    root = make_job(tmp_path / "job")
+    spec = json.loads((root / "job.json").read_text())
+    for over in ({"stage2": {"hexplane_resolution": [512, 512, 64], "hexplane_dim": 128}},
+                 {"stage2": {"num_gaussians": 1_000_000, "iters_rec": 100_000}},
+                 {"frames": 64, "views": 8, "resolution": 1024}):
+        (root / "job.json").write_text(json.dumps({**spec, **over}))
+        with pytest.raises(JobError) as info:
+            load_job(root)
+        assert info.value.code == "over_budget", info.value.message
+    (root / "job.json").write_text(json.dumps({**spec, "device": "cuda:../../x"}))
+    with pytest.raises(JobError, match="'device' must be auto, cpu, cuda or cuda:N"):
+        load_job(root)
+    (root / "job.json").write_text('{"stage2": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(JobError, match="nests"):
+        load_job(root)
+
+
+def test_schema_covers_exactly_the_config_fields() -> None:
+    """Adding or removing a Stage2Config / SamplerConfig field without its range fails here."""
+    from dataclasses import fields
+
+    from track4dgen.job_schema import STAGE1, STAGE2
+    from track4dgen.stage1.config import SamplerConfig
+    from track4dgen.stage2.config import Stage2Config
+
+    assert set(STAGE2) == {f.name for f in fields(Stage2Config)}
+    assert set(STAGE1) == {f.name for f in fields(SamplerConfig)} - {"extra"}
+    # every default passes its own rule, and the presets the project ships are in range
+    from track4dgen.job_schema import resource_problems, section_problems
+    from track4dgen.stage1.config import SamplerConfig as S1
+    from track4dgen.stage2.config import CPU_DEMO_OVERRIDES, SYNTHETIC_64_OVERRIDES
+
+    assert section_problems("stage2", Stage2Config().to_dict()) == []
+    assert section_problems("stage1", {k: v for k, v in S1().__dict__.items() if k != "extra"}) == []
+    for preset in (SYNTHETIC_64_OVERRIDES, CPU_DEMO_OVERRIDES):
+        assert section_problems("stage2", preset) == [] and resource_problems(preset) == []

@@ -137,3 +137,48 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+# -- hostile files (small on disk, huge once decoded) ---------------------------------------------
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid RGBA PNG of ``width`` x ``height`` black pixels, a few hundred KB on disk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (1 + 4 * width)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def npz_bomb(shape: tuple[int, ...], nan_last: bool = True) -> bytes:
+    """features.npz whose float32 'features' of ``shape`` is zeros (NaN last), deflated to ~1/1000."""
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": tuple(shape)})
+    n = int(np.prod(shape)) * 4
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        with zf.open("features.npy", "w", force_zip64=True) as out:
+            out.write(header.getvalue())
+            zeros = b"\0" * (8 << 20)
+            left = n - 4
+            while left > 0:
+                out.write(zeros[:min(left, len(zeros))])
+                left -= len(zeros)
+            out.write(np.array([np.nan if nan_last else 0.0], "<f4").tobytes())
+    return buf.getvalue()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM) in MB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")

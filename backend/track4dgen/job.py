@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -32,11 +33,18 @@ from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
+from . import job_schema
 from .cameras import Camera, load_cameras
 
 JOB_VERSION = 1
 KNOWN_KEYS = {"version", "prompt", "seed", "frames", "views", "resolution", "model", "stage1", "stage2", "weights", "device"}
 MODELS = ("animate3d", "tiny")
+# resource bounds checked before anything is decoded (see _check_png and _check_features)
+MAX_JOB_JSON_BYTES = 1 << 20
+MAX_DECODED_IMAGE_BYTES = 1 << 30  # all views + video frames as 8-bit RGBA
+MAX_FEATURE_BYTES = 1 << 30  # features.npz's 'features' array as stored
+MAX_FEATURE_CHANNELS = 4096
+MAX_FEATURE_SIDE = 512
 
 
 class JobError(Exception):
@@ -133,39 +141,97 @@ def parse_spec(data: Any) -> JobSpec:
                  "Use \"animate3d\" (released weights) or \"tiny\" (CPU test model).")
         spec.model = data["model"]
     if "device" in data:
-        _require(data["device"] in ("auto", "cpu", "cuda") or str(data["device"]).startswith("cuda:"), "bad_job_json",
-                 f"job.json field 'device' must be auto, cpu or cuda[:N], got {data['device']!r}", "Fix 'device' in job.json.")
+        _require(isinstance(data["device"], str) and re.fullmatch(job_schema.DEVICE_PATTERN, data["device"]) is not None,
+                 "bad_job_json", f"job.json field 'device' must be auto, cpu, cuda or cuda:N, got {data['device']!r}",
+                 "Fix 'device' in job.json.")
         spec.device = data["device"]
+    problems = []
     for name in ("stage1", "stage2", "weights"):
         if name in data:
             _require(isinstance(data[name], dict), "bad_job_json", f"job.json field {name!r} must be an object", f"Write {name!r} as {{...}}.")
             setattr(spec, name, dict(data[name]))
-    if spec.stage2:
-        from .stage2.config import Stage2Config
+            problems += job_schema.section_problems(name, data[name])
+    _require(not problems, "bad_job_json", "job.json: " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""),
+             "Fix or remove these settings (docs/DESIGN.md lists every setting with its range).")
+    from .stage1.config import SamplerConfig
 
-        try:
-            Stage2Config.from_overrides(spec.stage2)
-        except (TypeError, ValueError) as exc:
-            raise JobError("bad_job_json", f"job.json 'stage2': {exc}", "Remove or rename the setting.") from exc
+    try:
+        SamplerConfig.from_overrides(spec.stage1)  # its cross-field rules (sds_t_min < sds_t_max ...)
+    except (TypeError, ValueError) as exc:
+        raise JobError("bad_job_json", f"job.json 'stage1': {exc}", "Fix the setting.") from exc
+    problems = job_schema.resource_problems(spec.stage2)
+    decoded = spec.views * (spec.frames + 1) * spec.resolution ** 2 * 4
+    if decoded > MAX_DECODED_IMAGE_BYTES:
+        problems.append(f"{spec.views} views x {spec.frames} frames at {spec.resolution} px decode to {decoded:,} bytes "
+                        f"(limit {MAX_DECODED_IMAGE_BYTES:,}); lower 'resolution', 'frames' or 'views'")
+    _require(not problems, "over_budget", "job.json: " + "; ".join(problems), "Lower the settings named above.")
     return spec
 
 
-def _check_png(path: Path, what: str, size: int | None = None) -> np.ndarray:
+def _check_png(root: Path, path: Path, what: str, size: int) -> None:
+    """Check an RGBA PNG of ``size`` x ``size`` px. The header (IHDR) is read and checked first and
+    pixels are decoded only after that, so a tiny file declaring a huge image costs nothing."""
     from PIL import Image
 
-    _require(path.is_file(), "missing_file", f"{what} {path.name} is missing ({path})", "Re-export the job from Blender or add the file.")
+    rel = path.relative_to(root).as_posix()
+    _require(path.is_file() and not path.is_symlink(), "missing_file", f"{what} {rel} is missing",
+             "Re-export the job from Blender or add the file.")
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path, formats=["PNG"]) as im:  # reads the header only
             mode, (w, h) = im.mode, im.size
+            _require(w == size and h == size, "bad_image", f"{what} {rel} is {w}x{h}, expected {size}x{size}",
+                     "Render every image at the job's resolution.")
+            _require(mode in ("RGBA", "LA"), "bad_image", f"{what} {rel} has no alpha channel (mode {mode})",
+                     "Render with a transparent film so the alpha channel holds the object mask.")
+            im.load()  # now bounded by size x size x 4 bytes
+    except JobError:
+        raise
     except Exception as exc:
-        raise JobError("bad_image", f"{what} {path} is not a readable PNG: {exc}", "Re-render the image.") from exc
-    _require(mode in ("RGBA", "LA"), "bad_image", f"{what} {path} has no alpha channel (mode {mode})",
-             "Render with a transparent film so the alpha channel holds the object mask.")
-    if size is not None:
-        _require(w == size and h == size, "bad_image", f"{what} {path} is {w}x{h}, expected {size}x{size}",
-                 "Render every image at the job's resolution.")
-    return np.zeros(0)
+        raise JobError("bad_image", f"{what} {rel} is not a readable PNG: {exc}", "Re-render the image.") from exc
+
+
+def _check_features(path: Path, spec: JobSpec) -> None:
+    """Check features.npz from the npy header inside the zip (shape, dtype, declared size) before
+    reading any data, then scan the values for NaN/inf in 4 MiB pieces (never all at once)."""
+    import zipfile
+
+    def bad(message: str) -> JobError:
+        return JobError("bad_features", f"features.npz {message}", "Write features.npz with one float32 array 'features' [V,F,C,h,w].")
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            try:
+                info = zf.getinfo("features.npy")
+            except KeyError:
+                raise bad("has no array 'features'") from None
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise bad(f"uses npy format version {version}, expected 1.0 or 2.0")
+                header_len = f.tell()
+                if dtype not in (np.dtype("<f4"), np.dtype("<f2")):
+                    raise bad(f"'features' has dtype {dtype}, expected float32 or float16")
+                if len(shape) != 5 or shape[0] != spec.views or shape[1] != spec.frames:
+                    raise bad(f"'features' has shape {list(shape)}, expected [{spec.views}, {spec.frames}, C, h, w]")
+                if not (0 < shape[2] <= MAX_FEATURE_CHANNELS and 0 < shape[3] <= MAX_FEATURE_SIDE and 0 < shape[4] <= MAX_FEATURE_SIDE):
+                    raise bad(f"'features' has shape {list(shape)}: C must be 1-{MAX_FEATURE_CHANNELS}, h and w 1-{MAX_FEATURE_SIDE}")
+                nbytes = math.prod(shape) * dtype.itemsize
+                if nbytes > MAX_FEATURE_BYTES:
+                    raise bad(f"'features' holds {nbytes:,} bytes (limit {MAX_FEATURE_BYTES:,})")
+                if info.file_size != header_len + nbytes:
+                    raise bad(f"'features' declares {nbytes:,} bytes of data but stores {info.file_size - header_len:,}")
+                step = (4 << 20) // dtype.itemsize * dtype.itemsize
+                while chunk := f.read(step):
+                    if not np.isfinite(np.frombuffer(chunk, dtype=dtype)).all():
+                        raise JobError("bad_features", "features.npz contains NaN or infinite values", "Re-run Stage One.")
+    except JobError:
+        raise
+    except Exception as exc:  # not a zip, corrupt deflate, bad header, CRC mismatch...
+        raise bad(f"is unreadable: {exc}") from exc
 
 
 def load_job(root: str | Path, check_images: bool = True) -> Job:
@@ -174,10 +240,14 @@ def load_job(root: str | Path, check_images: bool = True) -> Job:
     _require(root.is_dir(), "missing_job", f"job folder {root} does not exist", "Pass the folder that contains job.json.")
     job_json = root / "job.json"
     _require(job_json.is_file(), "missing_file", f"job.json is missing in {root}", "Every job folder needs a job.json.")
+    _require(job_json.stat().st_size <= MAX_JOB_JSON_BYTES, "bad_job_json",
+             f"job.json is {job_json.stat().st_size:,} bytes (limit {MAX_JOB_JSON_BYTES:,})", "job.json holds settings only; shrink it.")
     try:
         data = json.loads(job_json.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise JobError("bad_job_json", f"job.json is not valid JSON: {exc}", "Fix the JSON syntax.") from exc
+    except RecursionError:
+        raise JobError("bad_job_json", "job.json nests objects or lists too deeply", "job.json is a flat settings object; fix it.") from None
     spec = parse_spec(data)
 
     from .meshio import MeshError, load_mesh
@@ -205,20 +275,13 @@ def load_job(root: str | Path, check_images: bool = True) -> Job:
     job = Job(root=root, spec=spec, cameras=cameras)
     if check_images:
         for k in range(spec.views):
-            _check_png(job.view_path(k), f"conditioning view {k}")
+            _check_png(root, job.view_path(k), f"conditioning view {k}", spec.resolution)
         if job.has_videos:
             for k in range(spec.views):
                 for f in range(spec.frames):
-                    _check_png(job.video_frame_path(k, f), f"video view {k} frame {f}")
+                    _check_png(root, job.video_frame_path(k, f), f"video view {k} frame {f}", spec.resolution)
     if job.features_path.exists():
-        try:
-            with np.load(job.features_path) as z:
-                feats = z["features"]
-        except Exception as exc:
-            raise JobError("bad_features", f"features.npz is unreadable: {exc}", "Write features.npz with an array 'features' [V,F,C,h,w].") from exc
-        _require(feats.ndim == 5 and feats.shape[0] == spec.views and feats.shape[1] == spec.frames, "bad_features",
-                 f"features.npz 'features' has shape {feats.shape}, expected [{spec.views}, {spec.frames}, C, h, w]", "Re-export features.")
-        _require(np.isfinite(feats).all(), "bad_features", "features.npz contains NaN or infinite values", "Re-run Stage One.")
+        _check_features(job.features_path, spec)
     return job
 
 
