@@ -281,3 +281,23 @@ def test_schema_covers_exactly_the_config_fields() -> None:
     assert section_problems("stage1", {k: v for k, v in S1().__dict__.items() if k != "extra"}) == []
     for preset in (SYNTHETIC_64_OVERRIDES, CPU_DEMO_OVERRIDES):
         assert section_problems("stage2", preset) == [] and resource_problems(preset) == []
+
+
+@pytest.mark.parametrize("uri", ["/dev/zero", "../../../etc/passwd", "file:///etc/hostname", "https://example.com/b.bin"])
+def test_meshes_naming_external_files_are_refused_before_trimesh_reads_them(tmp_path: Path, uri: str) -> None:
+    import struct
+
+    root = make_job(tmp_path / "job")
+    glb = (root / "mesh.glb").read_bytes()
+    n = struct.unpack("<I", glb[12:16])[0]
+    doc = json.loads(glb[20:20 + n])
+    doc["buffers"] = [{"byteLength": 1 << 32, "uri": uri}] + doc["buffers"]
+    doc["bufferViews"] = [dict(v, buffer=v["buffer"] + 1) for v in doc["bufferViews"]]
+    text = json.dumps(doc).encode()
+    text += b" " * (-len(text) % 4)
+    rest = glb[20 + n:]
+    (root / "mesh.glb").write_bytes(b"glTF" + struct.pack("<II", 2, 20 + len(text) + len(rest))
+                                    + struct.pack("<I4s", len(text), b"JSON") + text + rest)
+    with pytest.raises(JobError) as info:
+        load_job(root)
+    assert info.value.code == "bad_mesh" and "buffers[0] refers to an external file" in info.value.message

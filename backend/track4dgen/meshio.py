@@ -2,10 +2,16 @@
 
 trimesh does the parsing; this module only flattens scenes, turns textures into vertex colours
 and checks the data is usable, so Stage Two and validation see one simple structure.
+
+Job meshes come from other machines (the server's uploads), so a glTF's buffer and image URIs are
+refused unless they are embedded ``data:`` URIs -- checked here, before trimesh sees the file,
+whatever trimesh's own resolver does (some trimesh releases followed ``/dev/zero`` or ``../..``).
 """
 
 from __future__ import annotations
 
+import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +46,39 @@ def _vertex_colors(mesh) -> np.ndarray:
     return np.full((len(mesh.vertices), 3), 0.7, dtype=np.float32)
 
 
+MAX_GLTF_JSON_BYTES = 64 << 20
+
+
+def refuse_external_uris(path: Path) -> None:
+    """Raise MeshError when a glTF/GLB names any buffer or image outside itself."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+        if head[:4] == b"glTF":
+            if len(head) < 20:
+                raise MeshError(f"mesh {path.name} is a truncated GLB file")
+            length, kind = struct.unpack("<I4s", head[12:20])
+            if kind != b"JSON" or length > MAX_GLTF_JSON_BYTES:
+                raise MeshError(f"mesh {path.name} has no valid GLB JSON chunk")
+            raw = f.read(length)
+        elif path.suffix.lower() == ".gltf":
+            raw = f.read(MAX_GLTF_JSON_BYTES + 1)
+        else:
+            return
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise MeshError(f"mesh {path.name} has an unreadable glTF JSON chunk: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise MeshError(f"mesh {path.name} has an unreadable glTF JSON chunk")
+    for key in ("buffers", "images"):
+        items = doc.get(key) or []
+        for i, item in enumerate(items if isinstance(items, list) else [items]):
+            uri = item.get("uri") if isinstance(item, dict) else None
+            if uri is not None and not (isinstance(uri, str) and uri.startswith("data:")):
+                raise MeshError(f"mesh {path.name}: {key}[{i}] refers to an external file {str(uri)[:80]!r}; "
+                                "export a self-contained .glb (embedded buffers and textures)")
+
+
 def load_mesh(path: str | Path) -> MeshData:
     """Load and check a mesh. Raises MeshError naming the problem (missing, empty, NaN...)."""
     import trimesh
@@ -47,6 +86,7 @@ def load_mesh(path: str | Path) -> MeshData:
     path = Path(path)
     if not path.is_file():
         raise MeshError(f"mesh file {path} does not exist")
+    refuse_external_uris(path)
     try:
         # glTF is Y-up; our exporters write Blender's Z-up frame and we keep coordinates as stored.
         loaded = trimesh.load(path, process=False)
