@@ -37,7 +37,8 @@ def job_zip(base: Path) -> bytes:
 @pytest.fixture(scope="module")
 def server(base: Path):
     srv = Server(base / "data", write_tokens(base / "tokens.txt"), "--workers", "0", "--max-upload-mb", "0.25",
-                 "--max-queued-per-token", str(LIMIT), "--retention-s", "1.5").start()
+                 "--max-queued-per-token", str(LIMIT), "--max-uploads-per-token", str(2 * LIMIT),
+                 "--retention-s", "1.5").start()
     yield srv
     srv.stop()
 

@@ -66,8 +66,10 @@ def multipart(data: bytes, field: str = "job", filename: str = "job.zip") -> tup
 class Server:
     """``python -m track4dgen serve`` in a subprocess, with short polling/retention intervals."""
 
-    def __init__(self, data: Path, tokens_file: Path | None, *extra: str, log: Path | None = None) -> None:
+    def __init__(self, data: Path, tokens_file: Path | None, *extra: str, log: Path | None = None,
+                 max_file_bytes: int | None = None) -> None:
         self.data, self.tokens_file, self.extra = Path(data), tokens_file, list(extra)
+        self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE of the server: writes past it fail like a full disk
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log or self.data.parent / f"server-{self.port}.log"
@@ -81,7 +83,8 @@ class Server:
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         env.pop("TRACK4DGEN_TOKENS", None)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                         preexec_fn=self._limit_files if self.max_file_bytes else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -93,6 +96,11 @@ class Server:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not answer in {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def _limit_files(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.max_file_bytes, self.max_file_bytes))
 
     def request(self, method: str, path: str, token: str | None = None, body: bytes | None = None,
                 headers: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, Any]:

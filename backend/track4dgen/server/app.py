@@ -21,6 +21,7 @@ anything the server has answered 202 for survives a crash of the server.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import re
 import shutil
 import threading
 import uuid
+from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +49,16 @@ from .auth import TokenAuth
 from .store import TERMINAL_STATES, JobStore, QueueFull
 from .uploads import UploadError, extract_archive, find_job_root
 from .worker import (Janitor, JobPaths, Worker, WorkerSettings, clean_data_dir, recover_interrupted, remove_expired,
-                     result_zip)
+                     result_zip, scrub_paths)
 
 log = logging.getLogger("track4dgen.server")
 MiB = 1 << 20
 _KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_SEQ_RE = re.compile(r"^[0-9]{1,18}$")  # event sequence numbers fit SQLite's signed 64-bit integers
+MAX_SEQ = 2**63 - 1
+MAX_BOUNDARY = 70  # RFC 2046
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass
@@ -69,6 +75,11 @@ class ServerSettings:
     janitor_interval_s: float = 60.0
     max_attempts: int = 3
     sse_ping_s: float = 15.0
+    max_job_s: float = 0.0  # wall-time limit of one run (0 = none)
+    max_job_rss_bytes: int = 0  # memory limit of one run (0 = none)
+    max_uploads_per_token: int = 4  # uploads in progress at once per token
+    max_disk_per_token_bytes: int = 0  # unpacked inputs kept per token (0 = no limit)
+    min_free_disk_bytes: int = 512 * MiB  # below this: uploads get 507 and health says degraded
 
 
 _SUBMIT_BODY = {
@@ -105,11 +116,13 @@ class JobList(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str  # "ok" (200) or "degraded" (503: see problems)
     version: str
     auth_required: bool
     workers: int
     max_upload_bytes: int
+    problems: list[str] = []
+    free_disk_bytes: int | None = None
 
 
 class ApiError(Exception):
@@ -160,6 +173,9 @@ async def _receive_multipart(request: Request, dest: Path, limit: int, drain_cap
     boundary = params.get(b"boundary")
     if not boundary:
         raise ApiError(400, "bad_request", "the multipart body has no boundary", "Send a standard multipart/form-data request.")
+    if len(boundary) > MAX_BOUNDARY:
+        raise ApiError(400, "bad_request", f"the multipart boundary is {len(boundary)} bytes long (limit {MAX_BOUNDARY})",
+                       "Send a standard multipart/form-data request.")
     out = open(dest, "wb")
     state: dict[str, Any] = {"field": b"", "value": b"", "headers": {}, "target": None, "files": 0, "n": 0}
 
@@ -215,14 +231,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
     auth = TokenAuth(settings.tokens)
     stop = threading.Event()
     wsettings = WorkerSettings(data_dir=data_dir, poll_interval_s=settings.poll_interval_s,
-                               max_attempts=settings.max_attempts, devices=settings.devices)
+                               max_attempts=settings.max_attempts, devices=settings.devices,
+                               max_job_s=settings.max_job_s, max_job_rss_bytes=settings.max_job_rss_bytes)
     threads: list[threading.Thread] = []
+    uploading: Counter[str] = Counter()  # uploads in progress per owner (touched on the event loop only)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        requeued = recover_interrupted(store, wsettings)
+        requeued, failed = recover_interrupted(store, wsettings)
         if requeued:
             log.warning("re-queued %d interrupted job(s): %s", len(requeued), ", ".join(requeued))
+        if failed:
+            log.warning("failed %d job(s) interrupted --max-attempts (%d) times: %s", len(failed), settings.max_attempts,
+                        ", ".join(failed))
         clean_data_dir(store, data_dir)
         remove_expired(store, data_dir, settings.retention_s)
         threads.extend(Worker(i, store, wsettings, stop) for i in range(settings.workers))
@@ -274,10 +295,27 @@ def create_app(settings: ServerSettings) -> FastAPI:
             raise ApiError(404, "not_found", f"job {job_id} does not exist", "List your jobs with GET /v1/jobs.")
         return row
 
-    @app.get("/v1/health", response_model=Health)
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "auth_required": auth.required, "workers": settings.workers,
-                "max_upload_bytes": settings.max_upload_bytes}
+    def free_disk() -> int | None:
+        try:
+            return shutil.disk_usage(data_dir).free
+        except OSError:
+            return None
+
+    @app.get("/v1/health", response_model=Health, responses={503: {"model": Health, "description": "degraded: see problems"}})
+    def health() -> JSONResponse:
+        """Liveness and readiness: 503 with ``problems`` when workers died, the database cannot be
+        written or the disk is nearly full -- a load balancer or monitor sees it without a token."""
+        workers = [t for t in threads if isinstance(t, Worker)]
+        free = free_disk()
+        problems = health_problems(workers, settings.workers if threads else 0, free, settings.min_free_disk_bytes)
+        try:
+            store.counts()
+        except Exception as exc:
+            problems.append(f"the job database cannot be read: {type(exc).__name__}")
+        body = {"status": "degraded" if problems else "ok", "version": __version__, "auth_required": auth.required,
+                "workers": settings.workers, "max_upload_bytes": settings.max_upload_bytes, "problems": problems,
+                "free_disk_bytes": free}
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     @app.post("/v1/jobs", status_code=202, response_model=JobOut, openapi_extra={"requestBody": _SUBMIT_BODY},
               responses={200: {"description": "the Idempotency-Key was seen before: the existing job"},
@@ -295,15 +333,44 @@ def create_app(settings: ServerSettings) -> FastAPI:
             existing = await run_in_threadpool(store.find_by_key, who, idempotency_key)
             if existing is not None:
                 return JSONResponse(public(existing), status_code=200)
+        declared = request.headers.get("content-length")
+        declared_n = int(declared) if declared is not None and declared.isdigit() and len(declared) < 19 else 0
+        if declared_n > settings.max_upload_bytes + MiB:
+            raise ApiError(413, "upload_too_large", f"the upload is {declared_n} bytes (limit {settings.max_upload_bytes})",
+                           "Lower the job's resolution or frame count, or ask the admin to raise --max-upload-mb.")
         active = await run_in_threadpool(store.active_count, who)
+        used = await run_in_threadpool(store.disk_bytes, who)
+        check_room(who, active, used, declared_n)  # no await from here to the increment: check and count are atomic
+        uploading[who] += 1
+        try:
+            return await receive_job(request, who, idempotency_key)
+        finally:
+            uploading[who] -= 1
+            if uploading[who] <= 0:
+                del uploading[who]
+
+    def check_room(who: str, active: int, used: int, incoming: int) -> None:
+        """429/507 before reading a byte: the token's queue (uploads in progress count), uploads in
+        progress, disk quota, free disk."""
+        active += uploading[who]
         limit = settings.max_active_per_token
         if limit > 0 and active >= limit:
-            raise ApiError(429, "queue_full", f"{active} jobs are already queued or running for this token (limit {limit})",
-                           "Wait for a job to finish or cancel one.", {"Retry-After": "30"})
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes + MiB:
-            raise ApiError(413, "upload_too_large", f"the upload is {int(declared)} bytes (limit {settings.max_upload_bytes})",
-                           "Lower the job's resolution or frame count, or ask the server admin to raise --max-upload-mb.")
+            raise ApiError(429, "queue_full", f"{active} jobs are already queued, running or uploading for this token "
+                           f"(limit {limit})", "Wait for a job to finish or cancel one.", {"Retry-After": "30"})
+        if settings.max_uploads_per_token > 0 and uploading[who] >= settings.max_uploads_per_token:
+            raise ApiError(429, "too_many_uploads", f"{uploading[who]} uploads are already in progress for this token "
+                           f"(limit {settings.max_uploads_per_token})", "Upload jobs one after another.", {"Retry-After": "10"})
+        quota = settings.max_disk_per_token_bytes
+        if quota > 0 and used + incoming > quota:
+            raise ApiError(429, "disk_quota", f"this token's jobs keep {used} bytes on the server (quota {quota})",
+                           "Wait for finished jobs to expire, or ask the admin to raise --max-disk-per-token-mb.",
+                           {"Retry-After": "300"})
+        free = free_disk()
+        if free is not None and free - incoming < settings.min_free_disk_bytes:
+            raise ApiError(507, "disk_full", "the server's disk is too full to accept a job",
+                           "Try again later; the admin should free space in the server's data folder.")
+
+    async def receive_job(request: Request, who: str, idempotency_key: str | None) -> JSONResponse:
         job_id = uuid.uuid4().hex
         staging = data_dir / "tmp" / job_id
         staging.mkdir(parents=True)
@@ -314,13 +381,24 @@ def create_app(settings: ServerSettings) -> FastAPI:
             receive = _receive_multipart if ctype.startswith("multipart/form-data") else _receive_raw
             try:
                 nbytes = await receive(request, archive, settings.max_upload_bytes, 64 * MiB)
+                stored = await run_in_threadpool(_unpack_and_validate, archive, staging / "x", settings.max_extract_bytes,
+                                                 paths)
             except _TooLarge:
                 raise ApiError(413, "upload_too_large", f"the upload is larger than {settings.max_upload_bytes} bytes",
-                               "Lower the job's resolution or frame count, or ask the server admin to raise --max-upload-mb.")
-            await run_in_threadpool(_unpack_and_validate, archive, staging / "x", settings.max_extract_bytes, paths)
+                               "Lower the job's resolution or frame count, or ask the admin to raise --max-upload-mb.")
+            except OSError as exc:
+                if exc.errno not in _DISK_ERRNOS:
+                    raise
+                log.error("upload refused: %s", exc)
+                raise ApiError(507, "disk_full", "the server ran out of disk space while storing the upload",
+                               "Try again later; the admin should free space in the server's data folder.") from None
+            quota = settings.max_disk_per_token_bytes
+            if quota > 0 and await run_in_threadpool(store.disk_bytes, who) + stored > quota:
+                raise ApiError(429, "disk_quota", f"the job's {stored} unpacked bytes exceed this token's disk quota ({quota})",
+                               "Wait for finished jobs to expire, or ask the admin to raise --max-disk-per-token-mb.")
             try:
                 row, created = await run_in_threadpool(store.create, job_id, who, idempotency_key,
-                                                       settings.max_active_per_token, nbytes)
+                                                       settings.max_active_per_token, stored)
             except QueueFull as exc:
                 shutil.rmtree(paths.root, ignore_errors=True)
                 raise ApiError(429, "queue_full", str(exc), "Wait for a job to finish or cancel one.", {"Retry-After": "30"})
@@ -343,9 +421,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
     def job_status(job_id: str, who: str = Depends(owner)) -> dict[str, Any]:
         return public(own_job(job_id, who))
 
-    @app.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobOut)
+    @app.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobOut,
+              responses={409: {"description": "the job has already finished"}})
     def cancel(job_id: str, who: str = Depends(owner)) -> dict[str, Any]:
-        own_job(job_id, who)
+        row = own_job(job_id, who)
+        if row["state"] in TERMINAL_STATES:
+            raise ApiError(409, "already_finished", f"job {job_id} is {row['state']}; there is nothing to cancel",
+                           "Only queued or running jobs can be cancelled.")
         return public(store.request_cancel(job_id, who))
 
     @app.get("/v1/jobs/{job_id}/result", response_class=FileResponse,
@@ -368,29 +450,50 @@ def create_app(settings: ServerSettings) -> FastAPI:
              responses={200: {"content": {"text/event-stream": {}}}})
     async def events(job_id: str, request: Request, who: str = Depends(owner),
                      last_event_id: str | None = Header(None, alias="Last-Event-ID"),
-                     after: int = Query(0, ge=0, description="send only events after this sequence number")) -> StreamingResponse:
+                     after: int = Query(0, ge=0, le=MAX_SEQ, description="send only events after this sequence number")) -> StreamingResponse:
         """Server-Sent Events: ``progress`` (runner events), ``error``, ``state``; a final ``end``."""
         await run_in_threadpool(own_job, job_id, who)
-        start = max(after, int(last_event_id) if last_event_id and last_event_id.isdigit() else 0)
+        if last_event_id is not None and last_event_id.strip() and not _SEQ_RE.match(last_event_id.strip()):
+            raise ApiError(400, "bad_request", "Last-Event-ID must be an event number (the 'id:' of a received event)",
+                           "Resend the last 'id:' value you received, or omit the header to replay all events.")
+        start = max(after, int(last_event_id) if last_event_id and last_event_id.strip() else 0)
         return StreamingResponse(_event_stream(store, job_id, start, settings, stop), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return app
 
 
-def _unpack_and_validate(archive: Path, extract_to: Path, max_bytes: int, paths: JobPaths) -> None:
-    """Extract, find the job root, validate with the local runner's code, then move into place."""
+def health_problems(workers: list[Worker], expected: int, free: int | None, min_free: int) -> list[str]:
+    """Why the server cannot do its work right now (empty when healthy)."""
+    problems = []
+    alive = sum(w.is_alive() for w in workers)
+    if alive < expected:
+        problems.append(f"{expected - alive} of {expected} worker(s) stopped; restart the server")
+    problems += [f"worker {w.index}: the job database cannot be written ({w.db_error})" for w in workers if w.db_error]
+    if free is not None and free < min_free:
+        problems.append(f"only {free} bytes free on the data folder's disk (minimum {min_free})")
+    return problems
+
+
+def _unpack_and_validate(archive: Path, extract_to: Path, max_bytes: int, paths: JobPaths) -> int:
+    """Extract, find the job root, validate with the local runner's code, then move into place.
+    Returns the unpacked bytes. Messages never show the server's folders."""
     try:
-        extract_archive(archive, extract_to, max_bytes)
+        stored = extract_archive(archive, extract_to, max_bytes)
         root = find_job_root(extract_to)
     except UploadError as exc:
         raise ApiError(exc.status, exc.code, exc.message, exc.hint) from exc
+    names = {f"{root}/": "", str(root): "the job folder"}
     try:
-        load_job(root)
+        job = load_job(root)
     except JobError as exc:
-        raise ApiError(422, exc.code, exc.message, exc.hint) from exc
+        raise ApiError(422, exc.code, scrub_paths(exc.message, names), scrub_paths(exc.hint, names)) from exc
+    if "path" in job.spec.weights:
+        raise ApiError(422, "bad_job_json", "job.json 'weights.path' names a folder on the server; remote jobs cannot choose one",
+                       "Remove 'weights.path': the server uses its own installed weights.")
     paths.root.mkdir(parents=True)
     os.replace(root, paths.input)
+    return stored
 
 
 def _sse(kind: str, data: dict[str, Any], seq: int | None = None) -> str:

@@ -157,6 +157,12 @@ class JobStore:
     def find_by_key(self, owner: str, idem_key: str) -> sqlite3.Row | None:
         return self._con().execute("SELECT * FROM jobs WHERE owner = ? AND idem_key = ?", (owner, idem_key)).fetchone()
 
+    def disk_bytes(self, owner: str) -> int:
+        """Bytes of unpacked input the owner's not-yet-expired jobs keep on disk (results not counted)."""
+        row = self._con().execute("SELECT COALESCE(SUM(upload_bytes), 0) FROM jobs WHERE owner = ? AND state != 'expired'",
+                                  (owner,)).fetchone()
+        return int(row[0])
+
     def active_count(self, owner: str) -> int:
         row = self._con().execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND state IN ('queued', 'running')",
                                   (owner,)).fetchone()
@@ -210,8 +216,8 @@ class JobStore:
             if row is None:
                 return None
             job_id = row["id"]
-            con.execute("UPDATE jobs SET state = 'running', started = ?, attempts = attempts + 1, worker = ?, pid = NULL "
-                        "WHERE id = ?", (time.time(), worker, job_id))
+            con.execute("UPDATE jobs SET state = 'running', started = ?, attempts = attempts + 1, worker = ?, pid = NULL, "
+                        "progress = NULL WHERE id = ?", (time.time(), worker, job_id))
             self._append_event(con, job_id, self._state_event("running", f"started on worker {worker}"), progress=False)
             return con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
 
@@ -238,8 +244,8 @@ class JobStore:
     def requeue(self, job_id: str, message: str, interrupted: bool = False) -> None:
         """Back to the queue; ``interrupted`` counts a crash (a graceful shutdown does not count)."""
         with self._write() as con:
-            con.execute("UPDATE jobs SET state = 'queued', pid = NULL, worker = NULL, interruptions = interruptions + ? "
-                        "WHERE id = ?", (int(interrupted), job_id))
+            con.execute("UPDATE jobs SET state = 'queued', pid = NULL, worker = NULL, progress = NULL, "
+                        "interruptions = interruptions + ? WHERE id = ?", (int(interrupted), job_id))
             self._append_event(con, job_id, self._state_event("queued", message), progress=False)
 
     def request_cancel(self, job_id: str, owner: str) -> sqlite3.Row | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,9 @@ class WorkerSettings:
     python: str = sys.executable
     devices: list[str] | None = None  # CUDA_VISIBLE_DEVICES per worker; None = inherit
     extra_env: dict[str, str] = field(default_factory=dict)
+    max_job_s: float = 0.0  # wall-time limit per run (0 = none)
+    max_job_rss_bytes: int = 0  # resident memory limit of a job's runner (0 = none)
+    db_retry_s: float = 1.0  # first wait after a failed database write (doubles up to 30 s)
 
 
 class JobPaths:
@@ -55,6 +59,31 @@ class JobPaths:
         self.checkpoints = self.root / "checkpoints"
         self.log = self.root / "runner.log"
         self.zip = self.root / "result.zip"
+
+
+# -- what clients may see -----------------------------------------------------------------------
+
+_ABS_DIRS = re.compile(r"(?<![\w.:/])/(?:[\w.\-+@~]+/)+")
+
+
+def scrub_paths(value: Any, known: dict[str, str]) -> Any:
+    """``value`` (str, or dicts/lists of them) without server paths: each ``known`` prefix becomes its
+    replacement (longest first), and any other absolute path keeps only its file name."""
+    if isinstance(value, str):
+        for prefix in sorted(known, key=len, reverse=True):
+            value = value.replace(prefix, known[prefix])
+        return _ABS_DIRS.sub("", value)
+    if isinstance(value, dict):
+        return {k: scrub_paths(v, known) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_paths(v, known) for v in value]
+    return value
+
+
+def job_path_names(paths: JobPaths, data_dir: Path) -> dict[str, str]:
+    return {f"{paths.input}/": "", str(paths.input): "the job folder", f"{paths.result}.": "result",
+            str(paths.result): "result", f"{paths.root}/": "", str(paths.root): "the job",
+            str(data_dir): "the server's data folder"}
 
 
 # -- process helpers ---------------------------------------------------------------------------
@@ -137,14 +166,14 @@ def result_zip(paths: JobPaths) -> Path:
 
 # -- recovery and retention ------------------------------------------------------------------
 
-def recover_interrupted(store: JobStore, settings: WorkerSettings) -> list[str]:
-    """Re-queue jobs a dead server left ``running``; returns their ids.
+def recover_interrupted(store: JobStore, settings: WorkerSettings) -> tuple[list[str], list[str]]:
+    """Re-queue jobs a dead server left ``running``; returns (re-queued ids, ids failed for good).
 
     A job that was already interrupted ``max_attempts`` times fails instead, so a job that kills
     the server (e.g. exhausts host memory) cannot crash-loop it forever. Graceful shutdowns
     re-queue without counting.
     """
-    requeued = []
+    requeued, failed = [], []
     for row in store.interrupted():
         job_id = row["id"]
         if row["pid"] and runs_job(int(row["pid"]), job_id):
@@ -156,10 +185,11 @@ def recover_interrupted(store: JobStore, settings: WorkerSettings) -> list[str]:
             store.finish(job_id, "failed", error={
                 "error": "interrupted", "message": f"the job was interrupted {row['interruptions'] + 1} times",
                 "hint": "Check the server's memory and GPU; resubmit the job."})
+            failed.append(job_id)
         else:
             store.requeue(job_id, "re-queued after a server restart; resumes from its last checkpoint", interrupted=True)
             requeued.append(job_id)
-    return requeued
+    return requeued, failed
 
 
 def clean_data_dir(store: JobStore, data_dir: Path) -> None:
@@ -203,21 +233,48 @@ class Janitor(threading.Thread):
 
 # -- the worker ----------------------------------------------------------------------------------
 
+def _rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and its children (the runner may start ffmpeg), from /proc."""
+    total = 0
+    pids = [pid]
+    try:
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+    return total
+
+
 class Worker(threading.Thread):
-    """Claims queued jobs one at a time and runs them; one worker per GPU."""
+    """Claims queued jobs one at a time and runs them; one worker per GPU.
+
+    Database writes that fail (a full disk, a locked or damaged file) never end the thread: each is
+    retried with back-off until it succeeds or the server stops, and ``db_error`` says what is wrong
+    meanwhile so ``/v1/health`` reports the server as degraded.
+    """
 
     def __init__(self, index: int, store: JobStore, settings: WorkerSettings, stop: threading.Event) -> None:
         super().__init__(name=f"track4dgen-worker-{index}", daemon=True)
         self.index, self.store, self.settings, self.stop = index, store, settings, stop
         self.current: str | None = None
+        self.db_error: str | None = None
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
                 row = self.store.claim_next(self.index)
-            except Exception:
+                self.db_error = None
+            except Exception as exc:
                 log.exception("worker %d: claiming a job failed", self.index)
-                self.stop.wait(1.0)
+                self.db_error = f"claiming a job failed: {exc}"
+                self.stop.wait(self.settings.db_retry_s)
                 continue
             if row is None:
                 self.stop.wait(self.settings.poll_interval_s)
@@ -227,10 +284,26 @@ class Worker(threading.Thread):
                 self.run_job(row["id"])
             except Exception as exc:  # the server must survive anything a job does
                 log.exception("job %s: worker error", row["id"])
-                self.store.finish(row["id"], "failed", error={"error": "server_error", "message": f"the worker failed: {exc}",
-                                         "hint": "See the server log."})
+                self.persist(f"failing job {row['id']}", self.store.finish, row["id"], "failed", error={
+                    "error": "server_error", "message": f"the worker failed: {scrub_paths(str(exc), {})}",
+                    "hint": "See the server log."})
             finally:
                 self.current = None
+
+    def persist(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+        """Run a database write, retrying with back-off until it succeeds (True) or the server stops."""
+        wait = self.settings.db_retry_s
+        while True:
+            try:
+                fn(*args, **kwargs)
+                self.db_error = None
+                return True
+            except Exception as exc:
+                self.db_error = f"{what}: {exc}"
+                log.error("worker %d: %s failed (%s); retrying in %.0f s", self.index, what, exc, wait)
+                if self.stop.wait(wait):
+                    return False
+                wait = min(wait * 2, 30.0)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -242,21 +315,34 @@ class Worker(threading.Thread):
             env["CUDA_VISIBLE_DEVICES"] = devices[self.index % len(devices)]
         return env
 
+    def _over_limit(self, pid: int, started: float) -> str | None:
+        s = self.settings
+        if s.max_job_s > 0 and time.monotonic() - started > s.max_job_s:
+            return "time_limit"
+        if s.max_job_rss_bytes > 0 and _rss_bytes(pid) > s.max_job_rss_bytes:
+            return "memory_limit"
+        return None
+
     def run_job(self, job_id: str) -> None:
         paths = JobPaths(self.settings.data_dir, job_id)
+        names = job_path_names(paths, self.settings.data_dir)
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(paths.result, ignore_errors=True)  # a partial result of an interrupted run
         log.info("job %s: starting on worker %d", job_id, self.index)
         last_error: dict[str, Any] | None = None
+        lost_events = 0
         outcome: str | None = None  # set before the runner is stopped; read by the event reader
         with open(paths.log, "ab") as log_file:
             proc = subprocess.Popen(runner_command(self.settings.python, paths), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=log_file, env=self._env(),
                                     start_new_session=True, preexec_fn=_PDEATHSIG, cwd=paths.root)
-            self.store.set_pid(job_id, proc.pid)
+            started = time.monotonic()
+            self.persist(f"recording job {job_id}'s process", self.store.set_pid, job_id, proc.pid)
 
             def read_events() -> None:
-                nonlocal last_error  # ``outcome`` is only read here
+                # Keeps draining the runner's stdout whatever the database does: a reader that
+                # stopped would block the runner on a full pipe. A failed write is counted, not fatal.
+                nonlocal last_error, lost_events  # ``outcome`` is only read here
                 assert proc.stdout is not None
                 for raw in proc.stdout:
                     line = raw.decode("utf-8", "replace").strip()
@@ -264,26 +350,36 @@ class Worker(threading.Thread):
                         continue
                     try:
                         event = json.loads(line)
-                    except json.JSONDecodeError:
+                    except (json.JSONDecodeError, RecursionError):
                         event = None
-                    if not isinstance(event, dict):  # plain prints go to the log, not the stream
-                        log_file.write(raw)
-                        log_file.flush()
-                        continue
-                    if "error" in event:
-                        if outcome == "shutdown":  # the job is re-queued, not failed: keep clients following
+                    try:
+                        if not isinstance(event, dict):  # plain prints go to the log, not the stream
                             log_file.write(raw)
+                            log_file.flush()
                             continue
-                        last_error = event
-                    self.store.add_event(job_id, event)
+                        event = scrub_paths(event, names)
+                        if "error" in event:
+                            if outcome == "shutdown":  # the job is re-queued, not failed: keep clients following
+                                log_file.write(raw)
+                                continue
+                            last_error = event
+                        self.store.add_event(job_id, event)
+                        self.db_error = None
+                    except Exception as exc:
+                        lost_events += 1
+                        self.db_error = f"storing job {job_id}'s progress: {exc}"
+                        if lost_events == 1:
+                            log.error("job %s: storing an event failed (%s); later failures are counted", job_id, exc)
 
             reader = threading.Thread(target=read_events, name=f"events-{job_id[:8]}", daemon=True)
             reader.start()
             while proc.poll() is None:
                 if self.stop.is_set():
                     outcome = "shutdown"
-                elif self.store.cancel_requested(job_id):
+                elif self._cancel_requested(job_id):
                     outcome = "cancelled"
+                else:
+                    outcome = self._over_limit(proc.pid, started)
                 if outcome:
                     kill_group(proc.pid, self.settings.kill_grace_s, reap=proc.poll)
                     break
@@ -294,19 +390,44 @@ class Worker(threading.Thread):
             rc = proc.wait()
             reader.join(timeout=10)
         if outcome == "shutdown":
-            self.store.requeue(job_id, "re-queued: the server is shutting down; resumes from its last checkpoint")
-        elif outcome == "cancelled":
-            self.store.finish(job_id, "cancelled", message="cancelled while running")
-        elif rc == 0 and is_complete_result(paths.result):
-            self.store.finish(job_id, "succeeded", message="result ready")
+            self.persist(f"re-queuing job {job_id}", self.store.requeue, job_id,
+                         "re-queued: the server is shutting down; resumes from its last checkpoint")
+            return
+        if outcome == "cancelled":
+            self.persist(f"cancelling job {job_id}", self.store.finish, job_id, "cancelled", message="cancelled while running")
+        elif outcome == "time_limit":
+            minutes = self.settings.max_job_s / 60
+            self._fail(job_id, {"error": "time_limit", "message": f"the job ran longer than the server's limit of {minutes:g} minutes",
+                                "hint": "Lower the iteration counts or the resolution, or ask the admin to raise --max-job-minutes."})
+        elif outcome == "memory_limit":
+            gb = self.settings.max_job_rss_bytes / (1 << 30)
+            self._fail(job_id, {"error": "memory_limit", "message": f"the job used more than the server's limit of {gb:.3g} GB of memory",
+                                "hint": "Lower num_gaussians, batch_images or the resolution, or ask the admin to raise --max-job-memory-gb."})
+        elif rc == 0 and is_complete_result(paths.result):  # the result is intact even if some progress was lost
+            self.persist(f"finishing job {job_id}", self.store.finish, job_id, "succeeded", message="result ready")
+        elif lost_events and last_error is None:
+            self._fail(job_id, {"error": "server_error", "message": f"the server could not record {lost_events} of the job's "
+                                "progress events (its database could not be written: full disk?)",
+                                "hint": "Ask the admin to check the server's disk, then resubmit the job."})
         else:
-            error = last_error or {"error": "runner_failed", "message": f"the runner exited with code {rc}: {_tail(paths.log)}",
+            tail = scrub_paths(_tail(paths.log), names)
+            error = last_error or {"error": "runner_failed", "message": f"the runner exited with code {rc}: {tail}",
                                    "hint": "See runner.log in the job's server folder."}
             if rc == 0 and last_error is None:
                 error = {"error": "incomplete_result", "message": "the runner finished without a complete result folder",
                          "hint": "See runner.log in the job's server folder."}
-            self.store.finish(job_id, "failed", error=error, message=error.get("message", ""))
+            self._fail(job_id, error)
         log.info("job %s: %s (exit code %s)", job_id, outcome or ("succeeded" if rc == 0 else "failed"), rc)
+
+    def _fail(self, job_id: str, error: dict[str, Any]) -> None:
+        self.persist(f"failing job {job_id}", self.store.finish, job_id, "failed", error=error, message=error.get("message", ""))
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        try:
+            return self.store.cancel_requested(job_id)
+        except Exception as exc:  # a read failure must not stop the job; the next poll asks again
+            self.db_error = f"reading job {job_id}'s cancel flag: {exc}"
+            return False
 
 
 def _tail(path: Path, n: int = 600) -> str:
