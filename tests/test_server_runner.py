@@ -104,6 +104,8 @@ def test_stop_and_kill9_mid_job_then_restart_completes_every_accepted_job(tmp_pa
         assert metrics["resumed_from"] >= 6  # the checkpoint before kill -9 (progress 8 is reported before its save)
         text = srv.request("GET", f"/v1/jobs/{first['id']}/events", token)[1].decode()
         assert "event: error" not in text  # the graceful stop did not look like a failure to clients
+        assert str(data) not in text and str(data) not in json.dumps(done1)  # no server path reaches clients
+        assert done1["progress"]["result"] == "result"
         after_stop = _stage2_steps_after(text, "re-queued: the server is shutting down")
         after_kill = _stage2_steps_after(text, "re-queued after a server restart")
         assert after_stop[0] > 1 and after_kill[0] > 1  # both runs resumed, neither restarted at step 1

@@ -93,6 +93,8 @@ class Server:
                 with urllib.request.urlopen(self.url + "/v1/health", timeout=2) as r:
                     if r.status == 200:
                         return self
+            except urllib.error.HTTPError:  # it answers: up, but degraded (503)
+                return self
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not answer in {timeout} s:\n{self.log.read_text()[-3000:]}")

@@ -210,7 +210,7 @@ async def _receive_multipart(request: Request, dest: Path, limit: int, drain_cap
         async for chunk in _limited_chunks(request, limit, drain_cap):
             parser.write(chunk)
         parser.finalize()
-    except _TooLarge:
+    except (_TooLarge, OSError):  # OSError: our own file write (a full disk), not the client's fault
         raise
     except Exception as exc:
         raise ApiError(400, "bad_request", f"the multipart body is malformed: {exc}", "Send a standard multipart/form-data request.") from exc
