@@ -228,10 +228,10 @@ def test_images_must_match_the_declared_resolution(tmp_path: Path) -> None:
     ("stage2", "motion_gate", "yes", "'stage2.motion_gate' must be true or false"),
     ("stage2", "raster_backend", "cuda", "'stage2.raster_backend' must be one of"),
     ("stage2", "device", "cuda:../../x", "'stage2.device' must be a string"),
-    ("stage2", "iters_recc", 5, "'stage2.iters_recc' is not a known setting"),
+    ("stage2", "iters_recc", 5, "unknown stage2 setting 'iters_recc'"),
     ("stage1", "steps", "25", "'stage1.steps' must be an integer"),
     ("stage1", "guidance_scale", float("inf"), "'stage1.guidance_scale'"),
-    ("stage1", "extra", {}, "'stage1.extra' is not a known setting"),
+    ("stage1", "extra", {}, "unknown stage1 setting 'extra'"),
     ("weights", "path", 5, "'weights.path' must be a string"),
 ])
 def test_every_setting_is_type_and_range_checked(tmp_path: Path, section: str, key: str, value, words: str) -> None:

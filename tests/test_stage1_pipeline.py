@@ -159,9 +159,8 @@ def test_run_stage1_errors_are_job_errors(tmp_path, monkeypatch):
     from track4dgen.stage1 import weights as W
     from track4dgen.stage1.run import run_stage1
 
-    bad = load_job(_write_job(tmp_path / "bad", stage1={"stepz": 2}))
-    with pytest.raises(JobError) as err:
-        run_stage1(bad, ProgressReporter(sink=lambda e: None), tmp_path / "w1")
+    with pytest.raises(JobError) as err:  # job validation (local and server) refuses it before Stage One
+        load_job(_write_job(tmp_path / "bad", stage1={"stepz": 2}))
     assert err.value.code == "bad_job_json" and "stepz" in err.value.message
 
     def no_cache(repo_id, allow_patterns, local_files_only):

@@ -146,7 +146,7 @@ STAGE2: dict[str, Any] = {
     "background": NumList(_FRACTION, 3, 3),
     "raster_backend": Choice(("auto", "gsplat", "torch")),
     "raster_mode": Choice(("antialiased", "classic")),
-    "checkpoint_every": Num(int, 1, 1_000_000),
+    "checkpoint_every": Num(int, 0, 1_000_000),  # 0 = no checkpoints
     "fps": Num(int, 1, 240),
     "device": Text(16, DEVICE_PATTERN),
 }
@@ -193,7 +193,7 @@ def section_problems(section: str, values: dict[str, Any]) -> list[str]:
     for key in sorted(values):
         rule = schema.get(key)
         if rule is None:
-            problems.append(f"'{section}.{key}' is not a known setting (known: {sorted(schema)})")
+            problems.append(f"unknown {section} setting '{key}' (known settings: {sorted(schema)})")
             continue
         bad = rule.problem(values[key])
         if bad:
