@@ -302,9 +302,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
             return None
 
     @app.get("/v1/health", response_model=Health, responses={503: {"model": Health, "description": "degraded: see problems"}})
-    def health() -> JSONResponse:
+    async def health() -> JSONResponse:
         """Liveness and readiness: 503 with ``problems`` when workers died, the database cannot be
-        written or the disk is nearly full -- a load balancer or monitor sees it without a token."""
+        written or the disk is nearly full -- a load balancer or monitor sees it without a token.
+        Runs on the event loop (a statvfs and one indexed SQLite read): no thread hand-off, so it
+        stays fast while uploads are validated in the thread pool."""
         workers = [t for t in threads if isinstance(t, Worker)]
         free = free_disk()
         problems = health_problems(workers, settings.workers if threads else 0, free, settings.min_free_disk_bytes)

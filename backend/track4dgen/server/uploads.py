@@ -204,7 +204,12 @@ def _write(entries: list[_Entry], dest: Path, max_bytes: int) -> int:
     return written
 
 
-def extract_archive(archive: Path, dest: Path, max_bytes: int, max_entries: int = 20000) -> int:
+# A job folder holds at most 8 views x (64 frames + 1) PNGs plus a handful of files and folders
+# (~540 entries); twice that leaves room for tool droppings such as macOS's "._*" files.
+MAX_ENTRIES = 2048
+
+
+def extract_archive(archive: Path, dest: Path, max_bytes: int, max_entries: int = MAX_ENTRIES) -> int:
     """Extract ``archive`` into the (new, empty) folder ``dest``; returns the bytes written.
 
     On any error ``dest`` is removed again, so a refused upload leaves nothing behind.
