@@ -152,7 +152,7 @@ def parse_spec(data: Any) -> JobSpec:
             setattr(spec, name, dict(data[name]))
             problems += job_schema.section_problems(name, data[name])
     _require(not problems, "bad_job_json", "job.json: " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""),
-             "Fix or remove these settings (docs/DESIGN.md lists every setting with its range).")
+             "Fix or remove these settings (backend/track4dgen/job_schema.py lists every setting's type and range).")
     from .stage1.config import SamplerConfig
 
     try:

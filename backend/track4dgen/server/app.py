@@ -246,6 +246,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                         ", ".join(failed))
         clean_data_dir(store, data_dir)
         remove_expired(store, data_dir, settings.retention_s)
+        await run_in_threadpool(_import_validators)
         threads.extend(Worker(i, store, wsettings, stop) for i in range(settings.workers))
         threads.append(Janitor(store, data_dir, settings.retention_s, settings.janitor_interval_s, stop))
         for t in threads:
@@ -463,6 +464,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return app
+
+
+def _import_validators() -> None:
+    """Import what validation uses before serving: a first import (trimesh, PIL, the configs) holds
+    the GIL for seconds, which would otherwise stall every request during the first upload."""
+    import PIL.PngImagePlugin  # noqa: F401
+    import trimesh  # noqa: F401
+
+    from ..stage1 import config as _s1  # noqa: F401
+    from ..stage2 import config as _s2  # noqa: F401
 
 
 def health_problems(workers: list[Worker], expected: int, free: int | None, min_free: int) -> list[str]:
