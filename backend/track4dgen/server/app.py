@@ -318,6 +318,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         body = {"status": "degraded" if problems else "ok", "version": __version__, "auth_required": auth.required,
                 "workers": settings.workers, "max_upload_bytes": settings.max_upload_bytes, "problems": problems,
                 "free_disk_bytes": free}
+        if problems:  # also in the error shape every client already shows
+            body.update(error="degraded", message="the server is degraded: " + "; ".join(problems),
+                        hint="Ask the server's admin; see the server log.")
         return JSONResponse(body, status_code=503 if problems else 200)
 
     @app.post("/v1/jobs", status_code=202, response_model=JobOut, openapi_extra={"requestBody": _SUBMIT_BODY},
