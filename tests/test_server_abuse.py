@@ -112,12 +112,12 @@ def test_uploads_in_progress_count_toward_the_caps(server: Server, base: Path) -
     token = TOKENS["carol"]
     archive = zip_dir(tiny_job(base / "inflight"))
     slow = [_slow_upload(server, token, archive) for _ in range(2)]
-    time.sleep(0.3)
+    time.sleep(1.5)  # the server has read their headers and counted them
     status, body = server.submit(archive, token)  # a third upload while two are in progress
     assert status == 429 and body["error"] == "too_many_uploads", body
     assert [_finish_upload(s) for s in slow] == [202, 202]
     slow = _slow_upload(server, token, archive)  # 2 queued + 1 uploading = the limit of 3
-    time.sleep(0.3)
+    time.sleep(1.5)  # the server has read their headers and counted them
     status, body = server.submit(archive, token)
     assert status == 429 and body["error"] == "queue_full" and "uploading" in body["message"], body
     assert _finish_upload(slow) == 202
