@@ -334,14 +334,14 @@ def _store(t: _Tree, geo, name: str, data_type: str, value) -> bpy.types.NodeSoc
 
 def _drop_frame_attributes(t: _Tree, geo) -> bpy.types.NodeSocket:
     """Remove the per-frame attributes once the current frame's values are stored, so the points
-    and instances downstream do not carry (and copy) every frame. Needs the node's wildcard mode
-    (Blender 4.3+); older versions keep them, which costs memory but changes nothing shown."""
+    and instances downstream do not carry (and copy) every frame. The wildcard mode is a node
+    property up to Blender 4.5 and an input socket from 5.0."""
     for prefix in ("pos", "rot", "scale", "color"):
         rm = t.node("GeometryNodeRemoveAttribute")
-        if "Pattern Mode" not in rm.inputs:
-            t.g.nodes.remove(rm)
-            return geo
-        rm.inputs["Pattern Mode"].default_value = "Wildcard"
+        if "Pattern Mode" in rm.inputs:
+            rm.inputs["Pattern Mode"].default_value = "Wildcard"
+        else:
+            rm.pattern_mode = "WILDCARD"
         rm.inputs["Name"].default_value = f"{PREFIX}{prefix}_*"
         t.link(geo, rm.inputs["Geometry"])
         geo = rm.outputs["Geometry"]
