@@ -521,7 +521,11 @@ def evaluated_points(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph | Non
     """Gaussian centres [N, 3] (object space) at the scene's current frame, from the evaluated
     preview points or splat instances."""
     depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
-    geo = obj.evaluated_get(depsgraph).evaluated_geometry()
+    evaluated = obj.evaluated_get(depsgraph)
+    if not hasattr(evaluated, "evaluated_geometry"):
+        raise AddonError(f"Blender {bpy.app.version_string} cannot read evaluated instances from Python",
+                         "Use Blender 5.0 or newer for this helper (the importer itself works from 4.2).", "unsupported")
+    geo = evaluated.evaluated_geometry()
     pc = geo.pointcloud
     if pc is not None and len(pc.points):
         pos = np.empty(len(pc.points) * 3, dtype=np.float32)
