@@ -42,8 +42,8 @@ NODE_GROUP_VERSION = 3
 SPLAT_MATERIAL = "T4DG Gaussian Splat"
 POINT_MATERIAL = "T4DG Gaussian Point"
 # Splat icosphere radius in standard deviations: the backend's rasterizer cuts each Gaussian off
-# at 3 sigma (exp(-4.5) = 1 %); 3.2 because a twice-subdivided icosphere's faces lie inside its
-# vertices' sphere (down to 0.94 of the radius), so the mesh still covers 3 sigma everywhere.
+# at 3 sigma (exp(-4.5) = 1 %); 3.2 because the 42-vertex icosphere's faces lie inside its
+# vertices' sphere (their planes down to 0.934 of the radius), so the mesh covers 2.99 sigma.
 SPLAT_EXTENT = 3.2
 SPLAT_SUBDIVISIONS = 2
 ALPHA_MAX = 0.999  # the backend's (gsplat's) alpha clamp
