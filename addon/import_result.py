@@ -2,23 +2,27 @@
 
 What gets created
 -----------------
-* one mesh object, one vertex per Gaussian, with point attributes ``color`` (RGBA), ``opacity``,
-  ``scale`` (linear, per axis) and ``rot`` (quaternion) holding frame 0, and per-frame copies
-  ``t4d_pos_{f}``, ``t4d_rot_{f}``, ``t4d_scale_{f}``, ``t4d_color_{f}`` for every result frame f;
+* one mesh object, one vertex per Gaussian, with point attributes ``color`` (RGBA, scene-linear:
+  the file's sRGB colours are converted), ``opacity``, ``scale`` (linear, per axis) and ``rot``
+  (quaternion) holding frame 0, and per-frame copies ``t4d_pos_{f}``, ``t4d_rot_{f}``,
+  ``t4d_scale_{f}``, ``t4d_color_{f}`` for every result frame f;
 * a Geometry Nodes modifier (shared node group ``T4DG Gaussians``) that maps the scene's current
   frame to a result frame (linear interpolation between neighbours, so a frame range longer than
   the result plays slowed down smoothly), moves the points there, stores the current ``color`` /
-  ``opacity`` / ``scale`` / ``rot``, and shows them as points (fast) or small oriented ellipsoid
-  instances, with a material that reads ``color`` and ``opacity``;
-* the object's transform undoes the add-on's normalisation (``world = p / scale + center``, from
-  ``blender.json``), so the result sits where the source object was.
+  ``opacity`` / ``scale`` / ``rot``, and shows them either as Gaussian splats (default: one
+  icosphere instance per Gaussian, rotated and scaled by its sigmas, with a shader that draws the
+  Gaussian falloff times the fitted opacity -- see :func:`ensure_splat_material`; works in EEVEE
+  and Cycles) or as fast preview points;
+* placement by :func:`placement.place_result`: the transform that undoes the add-on's
+  normalisation, parenting to the source, its collection, selection, the frame range.
 
 Why per-frame attributes and Geometry Nodes rather than shape keys: shape keys carry positions
 only (no per-frame rotation, scale or colour), and the material could not follow the per-frame
 colours. Measured here (bpy 5.0.1, CPU, 100 000 Gaussians x 16 frames):
 this importer 0.78 s, 22 ms to evaluate a frame, 60 MiB .blend with all attributes; shape keys
 (positions only) 0.29 s, 12 ms per frame, 19 MiB. Both play in real time; only this one carries
-the whole Gaussian. The attribute set is plain mesh data, so the .blend plays and renders without
+the whole Gaussian. With splats (2026-11-29, 2-core CPU shared, load ~18): import 1.14 s, 44 ms
+per frame change (preview points 30 ms). The attribute set is plain mesh data, so the .blend plays and renders without
 the add-on installed (tests/blender/test_import_result.py reloads it in a Python without the add-on).
 """
 
@@ -30,13 +34,22 @@ from typing import Any
 
 import bpy
 import numpy as np
-from mathutils import Matrix, Vector
 
 from .errors import AddonError
+from .placement import place_result
 
 NODE_GROUP = "T4DG Gaussians"
-NODE_GROUP_VERSION = 2
-MATERIAL = "T4DG Gaussian"
+NODE_GROUP_VERSION = 3
+SPLAT_MATERIAL = "T4DG Gaussian Splat"
+POINT_MATERIAL = "T4DG Gaussian Point"
+# Splat icosphere radius in standard deviations: the backend's rasterizer cuts each Gaussian off
+# at 3 sigma (exp(-4.5) = 1 %); 3.2 because the 42-vertex icosphere's faces lie inside its
+# vertices' sphere (their planes down to 0.934 of the radius), so the mesh covers 2.99 sigma.
+SPLAT_EXTENT = 3.2
+SPLAT_SUBDIVISIONS = 2
+ALPHA_MAX = 0.999  # the backend's (gsplat's) alpha clamp
+ALPHA_MIN = 1.0 / 255.0  # ... and its skip threshold
+TRANSPARENT_BOUNCES = 256  # Cycles' transparent-hit limit the importer raises the scene to
 MODIFIER = "Track4DGen"
 PREFIX = "t4d_"
 # The material reads the current colour under this name as well as ``color``: measured with
@@ -52,7 +65,7 @@ class GaussianSequence:
     means: np.ndarray  # [F, N, 3]
     quats: np.ndarray  # [F, N, 4] wxyz, normalised here
     scales: np.ndarray  # [F, N, 3] linear
-    rgb: np.ndarray  # [F, N, 3] in [0, 1]
+    rgb: np.ndarray  # [F, N, 3] in [0, 1], sRGB-encoded as in the file
     opacity: np.ndarray  # [N] in [0, 1]
     fps: float
 
@@ -118,6 +131,15 @@ def _set_attr(mesh: bpy.types.Mesh, name: str, kind: str, values: np.ndarray) ->
     attr.data.foreach_set(key, np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
 
 
+def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in [0, 1] -> scene-linear (the IEC 61966-2-1 curve Blender's "sRGB"
+    colour space and "Standard" view transform use). The backend fits ``frame_rgb`` against
+    sRGB images, so its colours are display values; Blender colour attributes and emission
+    are scene-linear, and storing the display values as they are renders them washed out."""
+    rgb = np.asarray(rgb, dtype=np.float32)
+    return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
 def _rgba(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([rgb, np.ones(rgb.shape[:-1] + (1,), np.float32)], axis=-1)
 
@@ -127,7 +149,7 @@ def build_mesh(name: str, seq: GaussianSequence) -> bpy.types.Mesh:
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(seq.count)
     mesh.vertices.foreach_set("co", seq.means[0].reshape(-1))
-    _set_attr(mesh, "color", "FLOAT_COLOR", _rgba(seq.rgb[0]))
+    _set_attr(mesh, "color", "FLOAT_COLOR", _rgba(srgb_to_linear(seq.rgb[0])))
     _set_attr(mesh, "opacity", "FLOAT", seq.opacity)
     _set_attr(mesh, "scale", "FLOAT_VECTOR", seq.scales[0])
     _set_attr(mesh, "rot", "QUATERNION", seq.quats[0])
@@ -135,43 +157,108 @@ def build_mesh(name: str, seq: GaussianSequence) -> bpy.types.Mesh:
         _set_attr(mesh, f"{PREFIX}pos_{f}", "FLOAT_VECTOR", seq.means[f])
         _set_attr(mesh, f"{PREFIX}rot_{f}", "QUATERNION", seq.quats[f])
         _set_attr(mesh, f"{PREFIX}scale_{f}", "FLOAT_VECTOR", seq.scales[f])
-        _set_attr(mesh, f"{PREFIX}color_{f}", "FLOAT_COLOR", _rgba(seq.rgb[f]))
+        _set_attr(mesh, f"{PREFIX}color_{f}", "FLOAT_COLOR", _rgba(srgb_to_linear(seq.rgb[f])))
     mesh.update()
     return mesh
 
 
 # --------------------------------------------------------------------------------------------
-# material
+# materials
 
 
-def ensure_material() -> bpy.types.Material:
-    """Emission (the splat colour is radiance, as in the backend's renders) mixed with
-    transparency by ``opacity``; both read from the point attributes the node tree stores
-    (the colour as ``t4d_color``, see RENDER_COLOR)."""
-    mat = bpy.data.materials.get(MATERIAL)
-    if mat is not None:
-        return mat
-    mat = bpy.data.materials.new(MATERIAL)
+def _shader_math(nt: bpy.types.NodeTree, op: str, a, b=None, vector: bool = False) -> bpy.types.NodeSocket:
+    """One Math / Vector Math node; ``a``/``b`` are sockets or numbers. Returns its main output."""
+    n = nt.nodes.new("ShaderNodeVectorMath" if vector else "ShaderNodeMath")
+    n.operation = op
+    for i, v in enumerate((a, b)):
+        if v is None:
+            continue
+        if isinstance(v, (int, float)):
+            n.inputs[i].default_value = float(v)
+        else:
+            nt.links.new(v, n.inputs[i])
+    return n.outputs["Value"] if (not vector or op == "DOT_PRODUCT") else n.outputs["Vector"]
+
+
+def _new_material(name: str) -> tuple[bpy.types.Material, bpy.types.NodeTree]:
+    mat = bpy.data.materials.new(name)
     if mat.node_tree is None:  # Blender < 5 creates materials without nodes
         mat.use_nodes = True
-    nt = mat.node_tree
-    nt.nodes.clear()
-    out = nt.nodes.new("ShaderNodeOutputMaterial")
-    col = nt.nodes.new("ShaderNodeAttribute")
-    col.attribute_type, col.attribute_name = "GEOMETRY", RENDER_COLOR
-    opa = nt.nodes.new("ShaderNodeAttribute")
-    opa.attribute_type, opa.attribute_name = "GEOMETRY", "opacity"
+    mat.node_tree.nodes.clear()
+    mat.diffuse_color = (0.8, 0.8, 0.8, 1.0)
+    if hasattr(mat, "surface_render_method"):  # EEVEE (4.2+): stochastic, order-independent alpha
+        mat.surface_render_method = "DITHERED"
+    return mat, mat.node_tree
+
+
+def _emit_with_alpha(nt: bpy.types.NodeTree, color, alpha) -> None:
+    """Surface = emission(colour) over transparency by ``alpha``: the splat colour is radiance,
+    as in the backend's renders, so scene lights do not change it."""
     emit = nt.nodes.new("ShaderNodeEmission")
     transp = nt.nodes.new("ShaderNodeBsdfTransparent")
     mix = nt.nodes.new("ShaderNodeMixShader")
-    nt.links.new(col.outputs["Color"], emit.inputs["Color"])
-    nt.links.new(opa.outputs["Fac"], mix.inputs["Fac"])
+    out = nt.nodes.new("ShaderNodeOutputMaterial")
+    nt.links.new(color, emit.inputs["Color"])
+    nt.links.new(alpha, mix.inputs["Fac"])
     nt.links.new(transp.outputs["BSDF"], mix.inputs[1])
     nt.links.new(emit.outputs["Emission"], mix.inputs[2])
     nt.links.new(mix.outputs["Shader"], out.inputs["Surface"])
-    for i, node in enumerate((col, opa, emit, transp, mix, out)):
-        node.location = (200 * i - 600, 0)
-    mat.diffuse_color = (0.8, 0.8, 0.8, 1.0)
+    for i, node in enumerate(nt.nodes):
+        node.location = (160 * i - 1600, 0)
+
+
+def _attribute(nt: bpy.types.NodeTree, name: str, kind: str) -> bpy.types.ShaderNode:
+    node = nt.nodes.new("ShaderNodeAttribute")
+    node.attribute_type, node.attribute_name = kind, name
+    return node
+
+
+def ensure_splat_material() -> bpy.types.Material:
+    """The Gaussian splat shader for the ellipsoid instances (``SPLAT_MATERIAL``).
+
+    Each instance is an icosphere of radius ``SPLAT_EXTENT`` whose instance transform is the
+    Gaussian's rotation and per-axis standard deviation, so in the instance's object space the
+    Gaussian is the unit isotropic one. For the camera ray through a shading point ``p`` with
+    direction ``d`` (both in that space) the shader computes the squared distance of the ray
+    from the centre, ``m2 = |p|^2 - (p.d)^2/|d|^2``, and the ray's opacity
+    ``alpha = opacity * exp(-m2 / 2)`` -- the peak of the Gaussian along the ray, which is what a
+    splatting rasterizer draws at that pixel (the projected 2D Gaussian). Only front faces
+    contribute, so each ray picks up each Gaussian once. Alpha is clamped to 0.999 and values
+    below 1/255 are dropped, as in the backend's rasterizer (gsplat's constants). Colour and
+    opacity are read from the instance attributes (``INSTANCER``).
+    """
+    mat = bpy.data.materials.get(SPLAT_MATERIAL)
+    if mat is not None:
+        return mat
+    mat, nt = _new_material(SPLAT_MATERIAL)
+    p = nt.nodes.new("ShaderNodeTexCoord").outputs["Object"]
+    geom = nt.nodes.new("ShaderNodeNewGeometry")
+    to_obj = nt.nodes.new("ShaderNodeVectorTransform")
+    to_obj.vector_type, to_obj.convert_from, to_obj.convert_to = "VECTOR", "WORLD", "OBJECT"
+    nt.links.new(geom.outputs["Incoming"], to_obj.inputs["Vector"])
+    d = to_obj.outputs["Vector"]
+    pd = _shader_math(nt, "DOT_PRODUCT", p, d, vector=True)
+    m2 = _shader_math(nt, "SUBTRACT", _shader_math(nt, "DOT_PRODUCT", p, p, vector=True),
+                      _shader_math(nt, "DIVIDE", _shader_math(nt, "MULTIPLY", pd, pd),
+                                   _shader_math(nt, "DOT_PRODUCT", d, d, vector=True)))
+    gauss = _shader_math(nt, "EXPONENT", _shader_math(nt, "MULTIPLY", m2, -0.5))
+    opacity = _attribute(nt, "opacity", "INSTANCER").outputs["Fac"]
+    alpha = _shader_math(nt, "MINIMUM", _shader_math(nt, "MULTIPLY", opacity, gauss), ALPHA_MAX)
+    alpha = _shader_math(nt, "MULTIPLY", alpha, _shader_math(nt, "GREATER_THAN", alpha, ALPHA_MIN))
+    alpha = _shader_math(nt, "MULTIPLY", alpha, _shader_math(nt, "SUBTRACT", 1.0, geom.outputs["Backfacing"]))
+    _emit_with_alpha(nt, _attribute(nt, RENDER_COLOR, "INSTANCER").outputs["Color"], alpha)
+    return mat
+
+
+def ensure_point_material() -> bpy.types.Material:
+    """The fast preview display (``POINT_MATERIAL``): each Gaussian as a round point with its
+    colour and opacity, no falloff."""
+    mat = bpy.data.materials.get(POINT_MATERIAL)
+    if mat is not None:
+        return mat
+    mat, nt = _new_material(POINT_MATERIAL)
+    _emit_with_alpha(nt, _attribute(nt, RENDER_COLOR, "GEOMETRY").outputs["Color"],
+                     _attribute(nt, "opacity", "GEOMETRY").outputs["Fac"])
     return mat
 
 
@@ -246,6 +333,22 @@ def _store(t: _Tree, geo, name: str, data_type: str, value) -> bpy.types.NodeSoc
     return st.outputs["Geometry"]
 
 
+def _drop_frame_attributes(t: _Tree, geo) -> bpy.types.NodeSocket:
+    """Remove the per-frame attributes once the current frame's values are stored, so the points
+    and instances downstream do not carry (and copy) every frame. The wildcard mode is a node
+    property up to Blender 4.5 and an input socket from 5.0."""
+    for prefix in ("pos", "rot", "scale", "color"):
+        rm = t.node("GeometryNodeRemoveAttribute")
+        if "Pattern Mode" in rm.inputs:
+            rm.inputs["Pattern Mode"].default_value = "Wildcard"
+        else:
+            rm.pattern_mode = "WILDCARD"
+        rm.inputs["Name"].default_value = f"{PREFIX}{prefix}_*"
+        t.link(geo, rm.inputs["Geometry"])
+        geo = rm.outputs["Geometry"]
+    return geo
+
+
 def ensure_node_group() -> bpy.types.NodeTree:
     """The shared Geometry Nodes group; rebuilt only if missing or from an older version."""
     group = bpy.data.node_groups.get(NODE_GROUP)
@@ -262,12 +365,14 @@ def ensure_node_group() -> bpy.types.NodeTree:
     s_end = iface.new_socket("Frame End", in_out="INPUT", socket_type="NodeSocketInt")
     s_frames = iface.new_socket("Result Frames", in_out="INPUT", socket_type="NodeSocketInt")
     s_size = iface.new_socket("Point Size", in_out="INPUT", socket_type="NodeSocketFloat")
-    iface.new_socket("Ellipsoids", in_out="INPUT", socket_type="NodeSocketBool")
-    iface.new_socket("Material", in_out="INPUT", socket_type="NodeSocketMaterial")
+    s_splats = iface.new_socket("Gaussian Splats", in_out="INPUT", socket_type="NodeSocketBool")
+    s_splats.description = "Render soft Gaussian splats (off: fast preview points)"
     iface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     s_start.default_value, s_end.default_value, s_frames.default_value = 1, 16, 16
     s_frames.min_value = 1
     s_size.default_value, s_size.min_value = 1.5, 0.0
+    s_size.description = "Preview points only: radius as a multiple of each Gaussian's mean sigma"
+    s_splats.default_value = True
 
     t = _Tree(group)
     gin = t.node("NodeGroupInput")
@@ -297,8 +402,9 @@ def ensure_node_group() -> bpy.types.NodeTree:
     geo = _store(t, geo, "scale", "FLOAT_VECTOR", scl)
     geo = _store(t, geo, "color", "FLOAT_COLOR", col)
     geo = _store(t, geo, RENDER_COLOR, "FLOAT_COLOR", col)
+    geo = _drop_frame_attributes(t, geo)
 
-    # points: radius = size * mean(scale)
+    # preview points: radius = size * mean(scale)
     sep = t.node("ShaderNodeSeparateXYZ")
     scale_attr = t.node("GeometryNodeInputNamedAttribute", data_type="FLOAT_VECTOR")
     scale_attr.inputs["Name"].default_value = "scale"
@@ -308,32 +414,31 @@ def ensure_node_group() -> bpy.types.NodeTree:
     to_points = t.node("GeometryNodeMeshToPoints")
     t.link(geo, to_points.inputs["Mesh"])
     t.link(radius, to_points.inputs["Radius"])
+    point_mat = t.node("GeometryNodeSetMaterial")
+    t.link(to_points.outputs["Points"], point_mat.inputs["Geometry"])
+    point_mat.inputs["Material"].default_value = ensure_point_material()
 
-    # ellipsoids: an icosphere per Gaussian, rotated and scaled per axis
+    # splats: an icosphere of SPLAT_EXTENT per Gaussian, instanced with the Gaussian's rotation
+    # and per-axis sigma (kept as instances: the splat shader works in each instance's space)
     ico = t.node("GeometryNodeMeshIcoSphere")
-    ico.inputs["Radius"].default_value = 1.0
-    ico.inputs["Subdivisions"].default_value = 1
+    ico.inputs["Radius"].default_value = SPLAT_EXTENT
+    ico.inputs["Subdivisions"].default_value = SPLAT_SUBDIVISIONS
+    splat_mat = t.node("GeometryNodeSetMaterial")
+    t.link(ico.outputs["Mesh"], splat_mat.inputs["Geometry"])
+    splat_mat.inputs["Material"].default_value = ensure_splat_material()
     inst = t.node("GeometryNodeInstanceOnPoints")
     t.link(to_points.outputs["Points"], inst.inputs["Points"])
-    t.link(ico.outputs["Mesh"], inst.inputs["Instance"])
+    t.link(splat_mat.outputs["Geometry"], inst.inputs["Instance"])
     rot_attr = t.node("GeometryNodeInputNamedAttribute", data_type="QUATERNION")
     rot_attr.inputs["Name"].default_value = "rot"
     t.link(rot_attr.outputs["Attribute"], inst.inputs["Rotation"])
-    esize = t.node("ShaderNodeVectorMath", operation="SCALE")
-    t.link(scale_attr.outputs["Attribute"], esize.inputs[0])
-    t.link(gin.outputs["Point Size"], esize.inputs["Scale"])
-    t.link(esize.outputs["Vector"], inst.inputs["Scale"])
-    realize = t.node("GeometryNodeRealizeInstances")
-    t.link(inst.outputs["Instances"], realize.inputs["Geometry"])
+    t.link(scale_attr.outputs["Attribute"], inst.inputs["Scale"])
 
     switch = t.node("GeometryNodeSwitch", input_type="GEOMETRY")
-    t.link(gin.outputs["Ellipsoids"], switch.inputs["Switch"])
-    t.link(to_points.outputs["Points"], switch.inputs["False"])
-    t.link(realize.outputs["Geometry"], switch.inputs["True"])
-    setmat = t.node("GeometryNodeSetMaterial")
-    t.link(switch.outputs["Output"], setmat.inputs["Geometry"])
-    t.link(gin.outputs["Material"], setmat.inputs["Material"])
-    t.link(setmat.outputs["Geometry"], gout.inputs["Geometry"])
+    t.link(gin.outputs["Gaussian Splats"], switch.inputs["Switch"])
+    t.link(point_mat.outputs["Geometry"], switch.inputs["False"])
+    t.link(inst.outputs["Instances"], switch.inputs["True"])
+    t.link(switch.outputs["Output"], gout.inputs["Geometry"])
     return group
 
 
@@ -355,12 +460,6 @@ def set_modifier_inputs(mod: bpy.types.Modifier, **values: Any) -> None:
 # entry point
 
 
-def placement_matrix(center: Any, scale: float) -> Matrix:
-    """Object transform that undoes the normalisation: world = p / scale + center."""
-    inv = 1.0 / float(scale)
-    return Matrix.Translation(Vector(center)) @ Matrix.Diagonal((inv, inv, inv, 1.0))
-
-
 def import_result(
     result_dir: str | Path,
     scene: bpy.types.Scene | None = None,
@@ -368,15 +467,19 @@ def import_result(
     frame_start: int | None = None,
     frame_end: int | None = None,
     placement: dict[str, Any] | None = None,
-    ellipsoids: bool = False,
+    splats: bool = True,
     point_size: float = 1.5,
+    timing: str = "REALTIME",
+    fit_scene_range: bool = True,
+    hide_source: bool = True,
 ) -> bpy.types.Object:
-    """Create the animated Gaussian object for a result folder and link it to ``scene``.
+    """Create the animated Gaussian object for a result folder and place it in ``scene``.
 
-    ``placement`` is blender.json's content ({"center", "scale", "frame_start", "frame_end",
-    "source_object"}); when None it is looked up next to the result, and without one the object
-    stays at the origin with unit scale. Frame range defaults to blender.json's, else starts at the
-    scene's start frame with one scene frame per result frame.
+    ``placement`` is blender.json's content (see :func:`placement.place_result`); when None it is
+    looked up next to the result, and without one the object stays at the origin with unit scale.
+    The frame range, parenting, collection, selection, source hiding and scene range are
+    :func:`placement.place_result`'s (``timing``, ``fit_scene_range``, ``hide_source`` are passed
+    on). ``splats`` False shows fast preview points (radius ``point_size`` x mean sigma).
     """
     from .job_io import read_blender_json
 
@@ -388,38 +491,52 @@ def import_result(
     source = placement.get("source_object")
     name = name or (f"{source}_4D" if source else f"{result_dir.name}_4D")
 
-    start = int(frame_start if frame_start is not None else placement.get("frame_start", scene.frame_start))
-    end = int(frame_end if frame_end is not None else placement.get("frame_end", start + seq.frames - 1))
-    if end <= start and seq.frames > 1:
-        raise AddonError(f"frame range {start}-{end} is empty", "Set the end frame after the start frame.", "bad_settings")
-
     mesh = build_mesh(name, seq)
     obj = bpy.data.objects.new(name, mesh)
-    if "center" in placement and "scale" in placement:
-        obj.matrix_world = placement_matrix(placement["center"], placement["scale"])
-    scene.collection.objects.link(obj)
-    mat = ensure_material()
-    mesh.materials.append(mat)
-
+    rng = place_result(obj, scene, placement, frames=seq.frames, fps=seq.fps, frame_start=frame_start,
+                       frame_end=frame_end, timing=timing, fit_scene_range=fit_scene_range, hide_source=hide_source)
     mod = obj.modifiers.new(MODIFIER, "NODES")
     mod.node_group = ensure_node_group()
-    set_modifier_inputs(mod, **{"Frame Start": start, "Frame End": end, "Result Frames": seq.frames,
-                                "Point Size": float(point_size), "Ellipsoids": bool(ellipsoids), "Material": mat})
+    set_modifier_inputs(mod, **{"Frame Start": rng.start, "Frame End": rng.end, "Result Frames": seq.frames,
+                                "Point Size": float(point_size), "Gaussian Splats": bool(splats)})
     obj["t4d_result"] = str(result_dir)
     obj["t4d_fps"] = seq.fps
-    if scene.frame_end < end:
-        scene.frame_end = end
+    _raise_transparent_bounces(scene)
     obj.update_tag()
     return obj
 
 
+def _raise_transparent_bounces(scene: bpy.types.Scene) -> None:
+    """Cycles stops a ray after ``transparent_max_bounces`` transparent hits (8 by default) and
+    every splat the ray crosses is one, so a dense result would render with holes; and after
+    ``min_transparent_bounces`` it ends rays at random (Russian roulette), which shows as white
+    speckles where many faint splats overlap. Raise both limits (never lower them)."""
+    cycles = getattr(scene, "cycles", None)
+    if cycles is None:
+        return
+    cycles.transparent_max_bounces = max(cycles.transparent_max_bounces, TRANSPARENT_BOUNCES)
+    cycles.min_transparent_bounces = max(cycles.min_transparent_bounces, TRANSPARENT_BOUNCES)
+
+
 def evaluated_points(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph | None = None) -> np.ndarray:
-    """Positions [N, 3] (object space) of the evaluated point cloud at the scene's current frame."""
+    """Gaussian centres [N, 3] (object space) at the scene's current frame, from the evaluated
+    preview points or splat instances."""
     depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
-    geo = obj.evaluated_get(depsgraph).evaluated_geometry()
+    evaluated = obj.evaluated_get(depsgraph)
+    if not hasattr(evaluated, "evaluated_geometry"):
+        raise AddonError(f"Blender {bpy.app.version_string} cannot read evaluated instances from Python",
+                         "Use Blender 5.0 or newer for this helper (the importer itself works from 4.2).", "unsupported")
+    geo = evaluated.evaluated_geometry()
     pc = geo.pointcloud
-    if pc is None:
-        raise AddonError(f"{obj.name} evaluates to no point cloud", "Turn off 'Ellipsoids' on the modifier.", "bad_result")
-    pos = np.empty(len(pc.points) * 3, dtype=np.float32)
-    pc.attributes["position"].data.foreach_get("vector", pos)
-    return pos.reshape(-1, 3)
+    if pc is not None and len(pc.points):
+        pos = np.empty(len(pc.points) * 3, dtype=np.float32)
+        pc.attributes["position"].data.foreach_get("vector", pos)
+        return pos.reshape(-1, 3)
+    inst = geo.instances_pointcloud()
+    if inst is None or len(inst.points) == 0:
+        raise AddonError(f"{obj.name} evaluates to no Gaussians", f"Check its '{MODIFIER}' modifier.", "bad_result")
+    # instances: the centres are the transforms' translations (their "position" reads back as
+    # garbage in bpy 5.0.1); the 4x4 matrices are stored column-major
+    mats = np.empty(len(inst.points) * 16, dtype=np.float32)
+    inst.attributes["instance_transform"].data.foreach_get("value", mats)
+    return mats.reshape(-1, 16)[:, 12:15].copy()

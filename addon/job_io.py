@@ -226,6 +226,7 @@ def prepare_job(context: bpy.types.Context, obj: bpy.types.Object, job_dir: str 
             "scale": float(scale),
             "frame_start": int(s.frame_start),
             "frame_end": int(s.frame_end),
+            "custom_frame_range": settings.frame_end is not None,  # else the importer fits the range to the fps
             "frames": int(s.frames),
             "preset": s.preset,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -14,7 +14,7 @@ import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from . import job_io, session
+from . import job_io, placement, session
 from .errors import AddonError
 from .import_result import import_result
 from .preferences import PRESET_ITEMS, backend_config
@@ -242,8 +242,10 @@ class TRACK4DGEN_OT_import_result(bpy.types.Operator, ImportHelper):
 
     filename_ext = ".npz"
     filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
-    ellipsoids: BoolProperty(name="Ellipsoids", default=False, description="Show oriented ellipsoids instead of points (slower)")
-    point_size: FloatProperty(name="Point Size", default=1.5, min=0.0, description="Radius as a multiple of each Gaussian's scale")
+    splats: BoolProperty(name="Gaussian Splats", default=True,
+                         description="Render soft Gaussian splats; off shows fast preview points")
+    point_size: FloatProperty(name="Point Size", default=1.5, min=0.0, description="Preview points: radius as a multiple of each Gaussian's scale")
+    timing: bpy.props.EnumProperty(name="Timing", items=placement.TIMING_ITEMS, default="REALTIME")
     use_scene_start: BoolProperty(name="Start at Current Frame", default=False,
                                   description="Ignore the frame range stored with the job and start at the current frame")
 
@@ -256,14 +258,10 @@ class TRACK4DGEN_OT_import_result(bpy.types.Operator, ImportHelper):
             if start is not None:
                 placement = {k: v for k, v in placement.items() if k not in ("frame_start", "frame_end")}
             obj = import_result(folder, context.scene, frame_start=start, placement=placement,
-                                ellipsoids=self.ellipsoids, point_size=self.point_size)
+                                splats=self.splats, point_size=self.point_size, timing=self.timing)
         except AddonError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
-        for other in context.view_layer.objects:
-            other.select_set(False)
-        obj.select_set(True)
-        context.view_layer.objects.active = obj
         self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.vertices)} Gaussians)")
         return {"FINISHED"}
 

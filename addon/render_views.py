@@ -39,10 +39,24 @@ def pick_engine(requested: str) -> str:
     return requested
 
 
+# EEVEE's engine identifier: BLENDER_EEVEE_NEXT in Blender 4.2 to 4.x, BLENDER_EEVEE in 5.0.
+EEVEE_IDS = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT")
+
+
+def set_engine(render: bpy.types.RenderSettings, engine: str) -> None:
+    """``render.engine = engine``, with "BLENDER_EEVEE" meaning whichever EEVEE id this Blender has."""
+    try:
+        render.engine = engine
+    except TypeError:  # not in this version's enum
+        if engine not in EEVEE_IDS:
+            raise
+        render.engine = EEVEE_IDS[1 - EEVEE_IDS.index(engine)]
+
+
 def configure_scene(scene: bpy.types.Scene, resolution: int, engine: str, samples: int) -> None:
     """Square RGBA PNG renders, transparent film, no colour transform, neutral white world."""
     r = scene.render
-    r.engine = pick_engine(engine)
+    set_engine(r, pick_engine(engine))
     r.resolution_x = r.resolution_y = int(resolution)
     r.resolution_percentage = 100
     r.pixel_aspect_x = r.pixel_aspect_y = 1.0
@@ -61,7 +75,7 @@ def configure_scene(scene: bpy.types.Scene, resolution: int, engine: str, sample
         scene.cycles.use_denoising = False
         scene.cycles.use_adaptive_sampling = False
         scene.cycles.max_bounces = 2
-    elif r.engine == "BLENDER_EEVEE":
+    elif r.engine in EEVEE_IDS:
         scene.eevee.taa_render_samples = int(samples)
     elif r.engine == "BLENDER_WORKBENCH":
         scene.display.shading.light = "FLAT"

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
-    obj = import_result.import_result(args.result, scene, frame_start=1)
+    obj = import_result.import_result(args.result, scene, frame_start=1, timing="PER_FRAME")
     cam = cameras.make_rig_camera("readme_cam", args.azimuth, distance=3.0)
     scene.collection.objects.link(cam)
     scene.camera = cam

@@ -43,8 +43,10 @@ def write_result(folder: Path, seed: int = 0, frames: int = F, n: int = N, rgb=N
 
 
 def _point_attr(obj, name: str, width: int) -> np.ndarray:
+    """An attribute of the evaluated Gaussians (preview points, or the splat instances)."""
     geo = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
-    attr = geo.pointcloud.attributes[name]
+    pc = geo.pointcloud or geo.instances_pointcloud()
+    attr = pc.attributes[name]
     key = {"FLOAT_COLOR": "color", "FLOAT": "value", "QUATERNION": "value"}.get(attr.data_type, "vector")
     out = np.empty(len(attr.data) * width, np.float32)
     attr.data.foreach_get(key, out)
@@ -53,7 +55,7 @@ def _point_attr(obj, name: str, width: int) -> np.ndarray:
 
 def test_positions_follow_means_per_frame(fresh_scene, tmp_path):
     data = write_result(tmp_path / "result")
-    obj = ir.import_result(tmp_path / "result", fresh_scene, frame_start=10)
+    obj = ir.import_result(tmp_path / "result", fresh_scene, frame_start=10, timing="PER_FRAME")
     assert obj.type == "MESH" and len(obj.data.vertices) == N, "one vertex per Gaussian"
     for name in ("color", "opacity", "scale", "rot"):
         assert name in obj.data.attributes
@@ -63,7 +65,7 @@ def test_positions_follow_means_per_frame(fresh_scene, tmp_path):
         pos = ir.evaluated_points(obj)
         assert np.abs(pos - data["frame_means"][f]).max() < 1e-4, f
         rgb = _point_attr(obj, "color", 4)[:, :3]
-        assert np.abs(rgb - data["frame_rgb"][f]).max() < 1e-5
+        assert np.abs(rgb - ir.srgb_to_linear(data["frame_rgb"][f])).max() < 1e-5, "stored scene-linear"
         scale = _point_attr(obj, "scale", 3)
         assert np.allclose(scale, np.exp(data["frame_log_scales"][f]), rtol=1e-5)
         q = data["frame_quats"][f] / np.linalg.norm(data["frame_quats"][f], axis=1, keepdims=True)
@@ -93,54 +95,95 @@ def test_placed_back_at_the_source(fresh_scene, tmp_path):
     (tmp_path / "job" / "blender.json").write_text(json.dumps(info))
     obj = ir.import_result(tmp_path / "job" / "result", fresh_scene)
     assert obj.name == "Suzanne_4D"
-    fresh_scene.frame_set(5 + 3)
+    # 8 fps result in a 24 fps scene, range not customised: three scene frames per result frame
+    assert (fresh_scene.frame_start, fresh_scene.frame_end) == (5, 5 + 3 * (F - 1))
+    fresh_scene.frame_set(5 + 3 * 3)
     local = ir.evaluated_points(obj)
     world = local @ np.array(obj.matrix_world)[:3, :3].T + np.array(obj.matrix_world)[:3, 3]
     expect = data["frame_means"][3] / 0.25 + np.array(info["center"])
     assert np.abs(world - expect).max() < 1e-4
 
 
-def test_ellipsoid_display_and_material(fresh_scene, tmp_path):
-    write_result(tmp_path / "result", n=50)
-    obj = ir.import_result(tmp_path / "result", fresh_scene, frame_start=1, ellipsoids=True)
+def test_splat_display_and_material(fresh_scene, tmp_path):
+    """Default display: one icosphere instance per Gaussian, rotated and scaled by its sigmas,
+    with the splat material reading the instance colour/opacity; preview points on request."""
+    data = write_result(tmp_path / "result", n=50)
+    obj = ir.import_result(tmp_path / "result", fresh_scene, frame_start=1, timing="PER_FRAME")
+    fresh_scene.frame_set(3)
     geo = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
-    assert geo.mesh is not None and len(geo.mesh.vertices) == 50 * 12, "one icosphere per Gaussian"
-    assert "color" in geo.mesh.attributes and "opacity" in geo.mesh.attributes
-    mat = obj.data.materials[0]
-    names = {n.attribute_name for n in mat.node_tree.nodes if n.type == "ATTRIBUTE"}
-    assert names == {ir.RENDER_COLOR, "opacity"}
-    assert ir.RENDER_COLOR in geo.mesh.attributes
+    inst = geo.instances_pointcloud()
+    assert geo.pointcloud is None and len(inst.points) == 50, "one instance per Gaussian"
+    (ref,) = geo.instance_references()
+    assert len(ref.mesh.vertices) == 42, "a twice-subdivided icosphere"
+    set_mats = {n.inputs["Material"].default_value.name for n in obj.modifiers[ir.MODIFIER].node_group.nodes
+                if n.bl_idname == "GeometryNodeSetMaterial"}
+    assert set_mats == {ir.SPLAT_MATERIAL, ir.POINT_MATERIAL}
+    radius = np.linalg.norm(np.array([v.co for v in ref.mesh.vertices]), axis=1)
+    assert np.allclose(radius, ir.SPLAT_EXTENT, rtol=1e-4)
+    mats = np.empty(50 * 16, np.float32)
+    inst.attributes["instance_transform"].data.foreach_get("value", mats)
+    mats = mats.reshape(50, 4, 4).transpose(0, 2, 1)  # stored column-major
+    sigma = np.exp(data["frame_log_scales"][2])
+    assert np.allclose(np.linalg.norm(mats[:, :3, :3], axis=1), sigma, rtol=1e-4), "axis lengths = sigmas"
+    assert np.abs(mats[:, :3, 3] - data["frame_means"][2]).max() < 1e-4
+    per_frame = [a.name for a in inst.attributes if a.name.startswith(ir.PREFIX) and a.name[-1].isdigit()]
+    assert per_frame == [], "per-frame attributes are dropped before instancing"
+    for name in (ir.RENDER_COLOR, "opacity"):
+        assert name in inst.attributes
+    nodes = bpy.data.materials[ir.SPLAT_MATERIAL].node_tree.nodes
+    assert {(n.attribute_type, n.attribute_name) for n in nodes if n.type == "ATTRIBUTE"} == {
+        ("INSTANCER", ir.RENDER_COLOR), ("INSTANCER", "opacity")}
+
+    ir.set_modifier_inputs(obj.modifiers[ir.MODIFIER], **{"Gaussian Splats": False})
+    geo = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
+    assert len(geo.pointcloud.points) == 50 and not geo.instance_references()
 
 
-def test_render_shows_the_point_colours(fresh_scene, tmp_path):
-    """A Cycles render of an all-red result is red where the points are and transparent elsewhere."""
-    write_result(tmp_path / "result", n=400, rgb=np.array([1.0, 0.0, 0.0]))
-    obj = ir.import_result(tmp_path / "result", fresh_scene, frame_start=1, point_size=3.0)
-    scene = fresh_scene
+def _render(scene, tmp_path, size=32, samples=4) -> np.ndarray:
     cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
     scene.collection.objects.link(cam)
     cam.location = (0.0, -4.0, 0.0)
     cam.rotation_euler = (np.pi / 2, 0.0, 0.0)
     scene.camera = cam
     scene.render.engine = "CYCLES"
-    scene.cycles.device, scene.cycles.samples = "CPU", 4
-    scene.render.resolution_x = scene.render.resolution_y = 32
+    scene.cycles.device, scene.cycles.samples = "CPU", samples
+    scene.render.resolution_x = scene.render.resolution_y = size
     scene.render.film_transparent = True
     scene.view_settings.view_transform = "Standard"
     scene.render.filepath = str(tmp_path / "r.png")
     bpy.ops.render.render(write_still=True)
     from PIL import Image
 
-    im = np.asarray(Image.open(tmp_path / "r.png").convert("RGBA")).astype(float)
-    covered = im[..., 3] > 200
+    return np.asarray(Image.open(tmp_path / "r.png").convert("RGBA")).astype(float)
+
+
+def test_render_shows_the_point_colours(fresh_scene, tmp_path):
+    """A Cycles render of an all-red result is red where the splats are and transparent elsewhere."""
+    write_result(tmp_path / "result", n=400, rgb=np.array([1.0, 0.0, 0.0]))
+    ir.import_result(tmp_path / "result", fresh_scene, frame_start=1)
+    im = _render(fresh_scene, tmp_path)
+    covered = im[..., 3] > 100
     assert 0.02 < covered.mean() < 0.9
     px = im[covered]
     assert px[:, 0].mean() > 150 and px[:, 1].mean() < 60 and px[:, 2].mean() < 60
 
 
+def test_srgb_colours_render_as_stored(fresh_scene, tmp_path):
+    """frame_rgb is sRGB: an opaque 0.5 grey must come out of a Standard-view render as 128/255
+    (stored as linear, it rendered 188). Preview points: opaque, no falloff."""
+    data = write_result(tmp_path / "result", n=400, rgb=np.array([0.5, 0.5, 0.5]))
+    data["opacity"][:] = 1.0
+    np.savez(tmp_path / "result" / "gaussians4d.npz", **data)
+    ir.import_result(tmp_path / "result", fresh_scene, frame_start=1, splats=False, point_size=3.0)
+    im = _render(fresh_scene, tmp_path)
+    solid = im[..., 3] > 254
+    assert solid.sum() > 20
+    assert abs(im[solid][:, :3].mean() - 127.5) < 3.0
+
+
 def test_survives_save_and_reload_without_addon(fresh_scene, tmp_path):
     data = write_result(tmp_path / "result")
-    ir.import_result(tmp_path / "result", fresh_scene, frame_start=1, name="Gauss")
+    ir.import_result(tmp_path / "result", fresh_scene, frame_start=1, name="Gauss", timing="PER_FRAME")
     blend = tmp_path / "saved.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     np.save(tmp_path / "expect.npy", data["frame_means"])
@@ -153,10 +196,10 @@ def test_survives_save_and_reload_without_addon(fresh_scene, tmp_path):
         for f in (0, 3, 4):
             bpy.context.scene.frame_set(1 + f)
             geo = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
-            pc = geo.pointcloud  # valid while `geo` lives
-            pos = np.empty(len(pc.points) * 3, np.float32)
-            pc.attributes["position"].data.foreach_get("vector", pos)
-            err = np.abs(pos.reshape(-1, 3) - expect[f]).max()
+            pc = geo.instances_pointcloud()  # the splat instances; valid while `geo` lives
+            mats = np.empty(len(pc.points) * 16, np.float32)
+            pc.attributes["instance_transform"].data.foreach_get("value", mats)
+            err = np.abs(mats.reshape(-1, 16)[:, 12:15] - expect[f]).max()
             assert err < 1e-4, (f, err)
         print("RELOAD_OK", len(obj.data.vertices))
     """)
