@@ -198,7 +198,8 @@ class Trainer:
         gen = torch.Generator().manual_seed(self.seed * 7_919 + iteration)
         n = self.model.gaussians.num
         samples = torch.randperm(n, generator=gen)[: min(cfg.arap_samples, n)].to(self.canon_means0.device)
-        anchor = self.model.anchor()  # D(x, 0): once per step, shared by every frame below
+        # D(x, 0): once per step, shared by every frame below (frame 0 alone needs none)
+        anchor = self.model.anchor() if any(f > 0 for f in groups) else None
         rec_total, arap_total, n_img = 0.0, 0.0, 0
         loss = torch.zeros((), device=data.images.device)
         stats = {"rec_rgb": 0.0, "rec_mask": 0.0}
