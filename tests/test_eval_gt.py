@@ -172,3 +172,46 @@ def test_tracks_epe_rigid_motion():
     assert gt.track_epe(pred, gt_tracks, vis) < 1e-6
     still = gt.project_tracks(gt.gaussian_tracks_3d(pts, means, np.repeat(means[None], F, 0)), Ks, w2cs)
     assert gt.track_epe(still, gt_tracks, vis) > 1.0
+
+
+def _dense_scene(n_lat: int = 224, n_lon: int = 224, n_ground: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """A ~100k-triangle sphere over a ground plane of ~1000 triangles 30x larger (many "large" triangles)."""
+    th = np.linspace(0.05, np.pi - 0.05, n_lat + 1)
+    ph = np.linspace(0, 2 * np.pi, n_lon + 1)[:-1]
+    T, P = np.meshgrid(th, ph, indexing="ij")
+    sphere = np.stack([np.sin(T) * np.cos(P), np.sin(T) * np.sin(P), np.cos(T)], -1).reshape(-1, 3)
+    i, j = np.meshgrid(np.arange(n_lat), np.arange(n_lon), indexing="ij")
+    a, b = i * n_lon + j, i * n_lon + (j + 1) % n_lon
+    c, d = a + n_lon, b + n_lon
+    f_s = np.concatenate([np.stack([a, c, b], -1).reshape(-1, 3), np.stack([b, c, d], -1).reshape(-1, 3)])
+    g = np.linspace(-3, 3, n_ground + 1)
+    gx, gy = np.meshgrid(g, g, indexing="ij")
+    ground = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, -1.2)], -1)
+    i, j = np.meshgrid(np.arange(n_ground), np.arange(n_ground), indexing="ij")
+    a = i * (n_ground + 1) + j
+    b, c, d = a + 1, a + n_ground + 1, a + n_ground + 2
+    f_g = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([b, d, c], -1).reshape(-1, 3)]) + len(sphere)
+    return np.concatenate([sphere, ground]), np.concatenate([f_s, f_g])
+
+
+def test_anchor_on_a_dense_mesh_is_exact_with_bounded_memory():
+    import tracemalloc
+
+    v, f = _dense_scene()
+    assert len(f) > 100_000
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(3000, 3))
+    near = d / np.linalg.norm(d, axis=1, keepdims=True) * rng.uniform(0.97, 1.03, (3000, 1))  # Gaussians on the surface
+    stray = rng.uniform(-3, 3, (30, 3))  # and a few far from it
+    pts = np.concatenate([near, stray])
+    tracemalloc.start()
+    fi, bary, dist = gt.anchor_to_surface(pts, v, f)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 500 * 2**20, peak / 2**20  # issue 13: < 2 GB for 100k triangles (was 21.9 GB on 62k)
+    check = np.r_[rng.choice(3000, 20, replace=False), np.arange(3000, 3030)]
+    tri = v[f]
+    for p in check:  # brute force, one point against every triangle
+        q, _ = gt.closest_point_on_triangles(pts[p], tri[:, 0], tri[:, 1], tri[:, 2])
+        assert dist[p] == pytest.approx(np.linalg.norm(q - pts[p], axis=1).min(), abs=1e-12)
+    assert np.allclose(np.linalg.norm(gt.surface_points(v, f, fi, bary) - pts, axis=1), dist)

@@ -83,7 +83,8 @@ def test_gated_gaussians_never_move_while_free_ones_learn_the_motion(tmp_path):
     from track4dgen.synthetic import load_videos, write_job
 
     tiny = {"iters_rec": 12, "iters_sds": 0, "num_gaussians": 400, "batch_images": 4, "hexplane_resolution": [16, 16, 4],
-            "hexplane_dim": 8, "head_hidden": 32, "checkpoint_every": 0, "motion_gate": True}
+            "hexplane_dim": 8, "head_hidden": 32, "checkpoint_every": 0, "motion_gate": True,
+            "progressive_iters_per_frame": 0}  # 12 iterations: every frame from the start
     job_dir = write_job("waving_arm", tmp_path / "job", resolution=24, frames=4, stage2_overrides=tiny)
     job = load_job(job_dir)
     out = tmp_path / "result"

@@ -191,53 +191,81 @@ def closest_point_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: n
     return q, bary
 
 
+PAIR_BUDGET = 100_000  # (point, triangle) pairs evaluated at once: ~100 MB of temporaries
+
+
+def _closest_of_pairs(pts: np.ndarray, tri: np.ndarray, pi: np.ndarray, ti: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distances [M] and barycentrics [M, 3] of points ``pts[pi]`` to triangles ``tri[ti]``."""
+    t = tri[ti]
+    q, bary = closest_point_on_triangles(pts[pi], t[:, 0], t[:, 1], t[:, 2])
+    return np.linalg.norm(q - pts[pi], axis=-1), bary
+
+
+def _keep_nearest(pi, ti, d, bary, face_idx, bc, dist) -> None:
+    """Per point, keep the nearest of the evaluated pairs where it beats the current best."""
+    order = np.lexsort((d, pi))  # by point, nearest first
+    first = order[np.r_[True, pi[order][1:] != pi[order][:-1]]]
+    better = d[first] < dist[pi[first]]
+    sel = first[better]
+    face_idx[pi[sel]], bc[pi[sel]], dist[pi[sel]] = ti[sel], bary[sel], d[sel]
+
+
 def anchor_to_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, k: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact closest surface point of every point: (face index [N], barycentrics [N,3], distance [N]).
 
-    Candidates are the k triangles with the nearest centroids plus every unusually large
-    triangle (circumradius above 4x the median, always checked). A triangle outside that set is
-    at least (centroid distance - its radius) away, so a point is re-checked against all
-    triangles only when that bound does not rule the rest out: the answer is exact.
+    First guess: the k triangles with the nearest centroids. Then the search is made exact: a
+    triangle with centroid c and circumradius r is at least |p - c| - r from p, so only triangles
+    whose centroid lies within (best distance so far + r) can do better. Triangles are grouped by
+    radius (powers of two), each group with its own k-d tree, so a few large triangles never widen
+    the search among the many small ones. Work is done in (point, triangle) pair batches of at most
+    ``PAIR_BUDGET``, so memory stays bounded (~100 MB) whatever the mesh size or point placement.
     """
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
         raise ValueError(f"faces must be [T,3] with T > 0, got shape {f.shape}")
+    n = len(pts)
     tri = v[f]  # [T,3,3]
     centroids = tri.mean(1)
     radii = np.linalg.norm(tri - centroids[:, None], axis=-1).max(1)
-    large = np.nonzero(radii > 4.0 * np.median(radii))[0]
-    if len(large) > 256:  # not a few outliers: treat all alike
-        large = large[:0]
-    small = np.setdiff1d(np.arange(len(f)), large)
-    r_small = radii[small].max()
-    tree = cKDTree(centroids[small])
-    face_idx = np.zeros(len(pts), dtype=np.int64)
-    bc = np.zeros((len(pts), 3))
-    dist = np.full(len(pts), np.inf)
-    todo = np.arange(len(pts))
-    kk = k
-    while len(todo):
-        kk = min(kk, len(small))
-        p = pts[todo]
-        cdist, cand = tree.query(p, k=kk)
-        cdist, cand = cdist.reshape(len(p), kk), small[cand.reshape(len(p), kk)]
-        cand = np.concatenate([cand, np.broadcast_to(large, (len(p), len(large)))], 1)
-        for start in range(0, len(p), 2048):  # bound memory of the [n, candidates, 3] arrays
-            sl = slice(start, start + 2048)
-            c = cand[sl]
-            q, bary = closest_point_on_triangles(p[sl, None], tri[c, 0], tri[c, 1], tri[c, 2])
-            d = np.linalg.norm(q - p[sl, None], axis=-1)
-            best = d.argmin(1)
-            rows = np.arange(len(c))
-            idx = todo[sl]
-            face_idx[idx], bc[idx], dist[idx] = c[rows, best], bary[rows, best], d[rows, best]
-        if kk >= len(small):
-            break
-        # a triangle beyond the kk-th centroid is at least cdist[-1] - r_small away
-        todo = todo[dist[todo] > cdist[:, -1] - r_small]
-        kk *= 4
+    face_idx = np.zeros(n, dtype=np.int64)
+    bc = np.zeros((n, 3))
+    dist = np.full(n, np.inf)
+
+    kk = max(1, min(k, len(f)))
+    step = max(1, PAIR_BUDGET // kk)
+    tree = cKDTree(centroids)
+    for start in range(0, n, step):  # first guess
+        sl = np.arange(start, min(n, start + step))
+        _, cand = tree.query(pts[sl], k=kk)
+        ti = cand.reshape(len(sl), kk).ravel()
+        pi = np.repeat(sl, kk)
+        d, bary = _closest_of_pairs(pts, tri, pi, ti)
+        _keep_nearest(pi, ti, d, bary, face_idx, bc, dist)
+
+    # exact pass: per radius group, every triangle whose bound beats the current best
+    base = max(float(np.median(radii)), 1e-12)
+    group = np.ceil(np.log2(np.maximum(radii, base) / base)).astype(np.int64)
+    for g in np.unique(group):
+        members = np.nonzero(group == g)[0]
+        gtree = cKDTree(centroids[members])
+        r_max = radii[members].max()
+        counts = gtree.query_ball_point(pts, dist + r_max, return_length=True)
+        todo = np.nonzero(counts > 0)[0]
+        start = 0
+        while start < len(todo):
+            csum = np.cumsum(counts[todo[start:]])
+            stop = start + max(1, int(np.searchsorted(csum, PAIR_BUDGET, side="right")))
+            sl = todo[start:stop]
+            lists = gtree.query_ball_point(pts[sl], dist[sl] + r_max, return_sorted=False)
+            lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(sl))
+            if lens.sum():
+                ti = members[np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])]
+                pi = np.repeat(sl, lens)
+                d, bary = _closest_of_pairs(pts, tri, pi, ti)
+                _keep_nearest(pi, ti, d, bary, face_idx, bc, dist)
+            start = stop
     return face_idx, bc, dist
 
 

@@ -8,10 +8,10 @@
 * ``"model": "animate3d"`` loads the released weights (``weights.from_pretrained``); when they
   are missing the JobError names the file and ``track4dgen weights download``.
 
-Videos: RGB is what the model generated (grey 0.5 background, like its training renders).  The
-alpha channel of frame 0 is the conditioning view's own mask; for generated frames it is
-estimated as "differs from the grey background" (cleaned with a 3x3 open/close) — the model
-has no alpha output.  Artifacts written to ``work_dir``: ``stage1_view{k}/{f:03d}.png`` RGBA,
+Videos: RGB is what the model generated (grey 0.5 background, like its training renders), stored
+as straight alpha.  The model has no alpha output: ``foreground_alpha`` starts from frame 0's exact
+mask (the conditioning view's own alpha, as Animate3D seeds its video segmentation with the static
+render's mask) and updates it only where the video changes.  Artifacts written to ``work_dir``: ``stage1_view{k}/{f:03d}.png`` RGBA,
 and ``features.npz`` (the runner writes the mp4 previews).
 """
 
@@ -71,13 +71,67 @@ def load_views(job: Job, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return rgb, alpha
 
 
-def estimate_alpha(videos: torch.Tensor, tol: float = 0.04) -> torch.Tensor:
-    """[N, 3, H, W] on grey -> [N, 1, H, W] mask: max channel difference from grey > tol, then
-    a 3x3 opening and closing to drop speckles and fill pinholes."""
-    m = ((videos - BACKGROUND).abs().amax(dim=1, keepdim=True) > tol).float()
-    m = -F.max_pool2d(-F.max_pool2d(m, 3, 1, 1), 3, 1, 1)  # close
-    m = F.max_pool2d(-F.max_pool2d(-m, 3, 1, 1), 3, 1, 1)  # open
-    return m
+def _ramp(x: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | float) -> torch.Tensor:
+    return ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 mean of ``[..., C, H, W]`` (edges replicated): per-pixel noise / 3, object contrast kept."""
+    shape = x.shape
+    flat = F.pad(x.reshape(-1, 1, shape[-2], shape[-1]), (1, 1, 1, 1), mode="replicate")
+    return F.avg_pool2d(flat, 3, stride=1).reshape(shape)
+
+
+def _border(x: torch.Tensor, width: int = 2) -> torch.Tensor:
+    """The outer ``width`` pixels of ``[..., H, W]`` images, flattened: ``[..., P]``."""
+    return torch.cat([x[..., :width, :].flatten(-2), x[..., -width:, :].flatten(-2),
+                      x[..., :, :width].flatten(-2), x[..., :, -width:].flatten(-2)], -1)
+
+
+def foreground_alpha(videos: torch.Tensor, alpha0: torch.Tensor) -> torch.Tensor:
+    """Soft foreground masks ``[V, F, 1, H, W]`` of generated videos ``[V, F, 3, H, W]`` on grey,
+    from frame 0's exact alpha ``alpha0`` ``[V, 1, H, W]``.
+
+    Why not "differs from grey by 0.04" (the old rule): a grey part of the object does not, and
+    becomes a hole that the x100 mask loss then carves out of the Gaussians. Animate3D segments
+    its generated videos with Track-Anything (SAM + XMem) seeded by the static render's mask; we
+    have no segmentation model, but the same prior and the fact that the background never moves
+    give a motion-aware rule:
+
+    * where the frame equals frame 0, the mask is frame 0's;
+    * where it changed over frame-0 background, something of the object arrived: foreground,
+      whatever its colour;
+    * where it changed over the frame-0 object, the object moved away or another part moved in:
+      it is background only if it now has the background's flat level.
+
+    "Equals" and "has the background's level" are judged on 3x3-averaged differences against the
+    generation's own noise, measured on the image border (background there): the cues ramp from 3
+    noise sigmas (4.5 for a difference of two frames) up over 0.01, so grey objects a few levels off the
+    background survive and soft edges get soft alpha. The background level is each frame's border
+    median (generated grey drifts a little from 0.5). Limits: a grey part within noise of the
+    background that moves onto the object's own old place is taken for background.
+    """
+    x = videos.float()
+    bg = _border(x).median(dim=-1).values[..., None, None]  # [V, F, 3, 1, 1]
+    dev = _box3(x - bg)
+    sigma = 1.4826 * _border(dev).abs().median(dim=-1).values.amax(-1)  # [V, F] robust noise of the averaged images
+    sigma = sigma.clamp_min(1e-3)[..., None, None, None]
+    colour = _ramp(dev.abs().amax(dim=2, keepdim=True), 3 * sigma, 3 * sigma + 0.01)
+    moved = _ramp(_box3(x - x[:, :1]).abs().amax(dim=2, keepdim=True), 4.5 * sigma, 4.5 * sigma + 0.01)
+    a0 = alpha0.float()[:, None].clamp(0, 1)  # [V, 1, 1, H, W]
+    after_change = a0 * colour + (1.0 - a0)  # over the object: the level decides; over background: arrived
+    alpha = (1.0 - moved) * a0 + moved * after_change
+    alpha[:, 0] = a0[:, 0]
+    return alpha
+
+
+def straight_rgb(composited: torch.Tensor, alpha: torch.Tensor, background: float = BACKGROUND, min_alpha: float = 0.05) -> torch.Tensor:
+    """Colour of the object alone from frames composited on ``background`` (the inverse of
+    compositing, so Stage Two's compositing gives back the generated frame exactly); pixels with
+    alpha below ``min_alpha`` keep their composited value (their colour hardly matters)."""
+    a = alpha.clamp_min(min_alpha)
+    out = (composited - background * (1.0 - a)) / a
+    return torch.where(alpha >= min_alpha, out.clamp(0.0, 1.0), composited)
 
 
 def load_components(job: Job, device: torch.device, dtype: torch.dtype) -> Components:
@@ -137,10 +191,8 @@ def run_stage1(job: Job, reporter: ProgressReporter, work_dir: str | Path) -> tu
 
     result = pipe(views, spec.prompt, cameras, seed=spec.seed, num_frames=spec.frames, progress=progress)
     V, Fr = result.videos.shape[:2]
-    rgb = result.videos.reshape(V * Fr, 3, res, res)
-    alpha = estimate_alpha(rgb).view(V, Fr, 1, res, res)
-    alpha[:, 0] = (alpha0 > 0.5).float()
-    vid = torch.cat([result.videos, alpha], dim=2)  # [V, F, 4, res, res]
+    alpha = foreground_alpha(result.videos, alpha0)
+    vid = torch.cat([straight_rgb(result.videos.float(), alpha), alpha], dim=2)  # [V, F, 4, res, res] straight alpha
     if spec.resolution != res:
         vid = F.interpolate(vid.view(V * Fr, 4, res, res), size=(spec.resolution, spec.resolution), mode="bilinear",
                             align_corners=False).view(V, Fr, 4, spec.resolution, spec.resolution)

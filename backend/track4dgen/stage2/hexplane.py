@@ -28,11 +28,6 @@ PLANE_AXES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3
 class HexPlane(nn.Module):
     """``forward(xyz [N,3] world, t float|[N]) -> features [N, dim]``.
 
-    ``time_init_noise`` > 0 starts the time planes at ``1 + U(-noise, noise)`` instead of exactly 1.
-    Needed when motion is measured from frame 0 (``D(x,t) - D(x,0)``): with time planes exactly 1
-    and zero-initialised heads that difference and all its gradients are exactly zero, a saddle
-    the optimiser never leaves.
-
     ``multires`` (default ``(1,)``, the paper's single grid) adds coarser/finer copies of the
     spatial resolution (4DGaussians uses ``(1, 2)``); their products are concatenated, so the output
     dim is ``dim * len(multires)``.
@@ -47,7 +42,6 @@ class HexPlane(nn.Module):
         multires: Sequence[float] = (1,),
         margin: float = 0.05,
         init_range: tuple[float, float] = (0.1, 0.5),
-        time_init_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if len(resolution) != 3:
@@ -72,8 +66,7 @@ class HexPlane(nn.Module):
                 # grid_sample: last grid coordinate indexes the height (rows) -> axis b; first -> width axis a
                 shape = (1, self.dim, sizes[b], sizes[a])
                 if b == 3:
-                    noise = torch.empty(shape).uniform_(-1.0, 1.0) * time_init_noise if time_init_noise > 0 else 0.0
-                    planes.append(nn.Parameter(torch.ones(shape) + noise))
+                    planes.append(nn.Parameter(torch.ones(shape)))
                 else:
                     planes.append(nn.Parameter(torch.empty(shape).uniform_(*init_range)))
             self.grids.append(planes)
@@ -108,21 +101,3 @@ class HexPlane(nn.Module):
 
     def time_parameters(self) -> list[nn.Parameter]:
         return [p for planes in self.grids for p, (_, b) in zip(planes, PLANE_AXES) if b == 3]
-
-    def time_sparsity(self) -> torch.Tensor:
-        """Mean |1 - time plane| (K-Planes' "sparse transients" prior): static unless needed.
-
-        Why: only the images of moving parts constrain the time planes; elsewhere their gradient is
-        noise, and Adam turns noise into full-size steps, so static parts would jitter over time.
-        """
-        ps = self.time_parameters()
-        return sum((1.0 - p).abs().mean() for p in ps) / len(ps)
-
-    def time_smoothness(self) -> torch.Tensor:
-        """Second difference along t of the time planes (4DGaussians' temporal smoothness)."""
-        total = torch.zeros((), device=self.lo.device)
-        for p in self.time_parameters():
-            if p.shape[2] >= 3:
-                d2 = p[:, :, 2:, :] - 2 * p[:, :, 1:-1, :] + p[:, :, :-2, :]
-                total = total + d2.pow(2).mean()
-        return total

@@ -12,7 +12,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .deformation import quat_multiply
 
 SdsFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -84,46 +83,51 @@ def knn_indices(points: torch.Tensor, k: int) -> torch.Tensor:
     return torch.from_numpy(idx).to(points.device)
 
 
+def best_fit_rotations(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Per-node rotations ``[S, 3, 3]`` minimising sum_j |dst_j - R src_j|^2 over edge sets
+    ``[S, k, 3]`` (Kabsch: R = V diag(1, 1, det) U^T from the SVD of sum_j src_j dst_j^T)."""
+    cov = src.transpose(1, 2) @ dst  # [S, 3, 3]
+    u, _, vh = torch.linalg.svd(cov)
+    v = vh.transpose(1, 2)
+    d = torch.det(v @ u.transpose(1, 2))
+    fix = torch.ones(len(cov), 3, dtype=cov.dtype, device=cov.device)
+    fix[:, 2] = torch.where(d < 0, -1.0, 1.0)
+    return v @ torch.diag_embed(fix) @ u.transpose(1, 2)
+
+
 def arap_loss(
     canon_means: torch.Tensor,
     means_t: torch.Tensor,
-    dq_t: torch.Tensor | None,
     neighbours: torch.Tensor,
     samples: torch.Tensor | None = None,
     relative: bool = True,
+    dq_t: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """As-rigid-as-possible on k-NN graphs, canonical -> deformed.
+    """As-rigid-as-possible energy on the canonical k-NN graph, canonical -> frame t (SC-GS's
+    form, which Animate3D uses): for each sampled node i with its best-fit rotation R_i (no
+    gradient), the mean of |(x_i^t - x_j^t) - R_i (x_i - x_j)|^2 over its neighbours j. Zero for
+    any motion that is locally rigid (a bending tail, a turning arm); positive when neighbours'
+    displacements disagree with one rotation (stretch, shear, smear).
 
-    ``relative`` divides the distance change by the mean canonical neighbour distance, making
-    the term a dimensionless strain: the same weight then means the same rigidity whatever the
-    object's size or Gaussian count (raw squared distances of a dense cloud are ~1e-4 and the
-    term would vanish next to the image loss, letting Gaussians slide along the surface freely).
-
-    Distance term: squared change of each neighbour distance. Rotation term: neighbours should
-    turn by the same rotation, ``1 - |<dq_i, dq_j>|`` (zero for any rigid motion, since a rigid
-    motion gives every Gaussian the same rotation delta). ``samples`` picks the Gaussians used
-    this step (the paper samples a subset, 512 in Animate3D) to keep the cost bounded.
+    ``relative`` divides by the squared mean canonical neighbour distance, a dimensionless strain:
+    the same weight then means the same rigidity whatever the object's size or Gaussian count.
+    ``dq_t`` (rotation deltas canonical -> t) adds ``1 - |<dq_i, dq_j>|``: neighbours turn their
+    Gaussians by the same rotation. ``samples`` picks the nodes used (Animate3D: 512 per step).
     """
     idx = samples if samples is not None else torch.arange(canon_means.shape[0], device=canon_means.device)
     nb = neighbours[idx]  # [S, k]
-    d0 = (canon_means[idx][:, None, :] - canon_means[nb]).norm(dim=-1)
-    dt = (means_t[idx][:, None, :] - means_t[nb]).norm(dim=-1)
-    diff = dt - d0
+    e0 = canon_means[idx][:, None, :] - canon_means[nb]  # [S, k, 3]
+    et = means_t[idx][:, None, :] - means_t[nb]
+    with torch.no_grad():
+        rot = best_fit_rotations(e0.detach().double(), et.detach().double()).to(e0.dtype)
+    residual = et - e0 @ rot.transpose(1, 2)
+    loss = residual.pow(2).sum(-1).mean()
     if relative:
-        diff = diff / d0.mean().detach().clamp_min(1e-12)
-    loss = diff.pow(2).mean()
+        loss = loss / e0.detach().norm(dim=-1).mean().pow(2).clamp_min(1e-24)
     if dq_t is not None:
         dot = (dq_t[idx][:, None, :] * dq_t[nb]).sum(-1).abs().clamp_max(1.0)
         loss = loss + (1.0 - dot).mean()
     return loss
-
-
-def rotation_delta(q0: torch.Tensor, qt: torch.Tensor) -> torch.Tensor:
-    """The rotation taking canonical q0 to qt: ``qt * conj(q0)`` (both normalised)."""
-    q0 = q0 / q0.norm(dim=-1, keepdim=True)
-    qt = qt / qt.norm(dim=-1, keepdim=True)
-    conj = q0 * torch.tensor([1.0, -1.0, -1.0, -1.0], device=q0.device, dtype=q0.dtype)
-    return quat_multiply(qt, conj)
 
 
 def sds_loss(sds_fn: SdsFn | None, renders: torch.Tensor) -> torch.Tensor | None:

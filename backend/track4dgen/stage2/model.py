@@ -9,7 +9,8 @@ SH), so one convention serves training, export and viewers.
 ``x_t = x + D(x, t) - D(x, 0)`` (likewise for rotation and scale). In Track4DGen frame 0 of every
 video is the conditioning pose, i.e. the pose of the mesh the Gaussians were sampled from, so
 this holds frame 0 exactly at the mesh and stops the field from drifting the whole object by a
-time-constant offset (which renders fine but is wrong motion).
+time-constant offset (which renders fine but is wrong motion). ``D(x, 0)`` is the same for every
+frame of a step: ``model.anchor()`` evaluates it once and ``model.frame(f, anchor)`` reuses it.
 
 ``motion_gate`` (buffer ``[N]``, all ones unless ``set_motion_gate`` is called): each Gaussian's
 deformation is scaled by its gate, so a gate of 0 keeps it exactly at its canonical pose
@@ -34,6 +35,15 @@ from .deformation import DeformationField, quat_conjugate, quat_multiply, quat_n
 from .gaussians import CanonicalGaussians
 from .hexplane import HexPlane
 from .sh4d import coeffs_at, eval_rgb, view_dirs
+
+
+@dataclass
+class Anchor:
+    """The field at frame 0, ``D(x, 0)``: what anchored frames subtract (one evaluation per step)."""
+
+    dx: torch.Tensor  # [N, 3]
+    dq_conj: torch.Tensor  # [N, 4] conjugate of the rotation delta at frame 0
+    ds: torch.Tensor  # [N, 3]
 
 
 @dataclass
@@ -102,10 +112,7 @@ class Stage2Model(nn.Module):
             flat_ratio=cfg.init_flat_ratio,
         )
         lo, hi = vertices.min(0), vertices.max(0)
-        hp = HexPlane(
-            lo, hi, cfg.hexplane_resolution, cfg.hexplane_dim, multires=cfg.hexplane_multires,
-            time_init_noise=cfg.hexplane_time_noise if cfg.anchor_first_frame else 0.0,
-        )
+        hp = HexPlane(lo, hi, cfg.hexplane_resolution, cfg.hexplane_dim, multires=cfg.hexplane_multires)
         cache = feature_cache_fn(g.means.detach()) if feature_cache_fn is not None else None
         extra = cfg.feature_proj_dim if cache is not None else 0
         deform = DeformationField(
@@ -132,7 +139,19 @@ class Stage2Model(nn.Module):
     def tau(self, frame: int) -> float:
         return frame / (self.num_frames - 1) if self.num_frames > 1 else 0.0
 
-    def frame(self, frame: int) -> FrameGaussians:
+    def anchor(self) -> Anchor | None:
+        """``D(x, 0)`` for ``frame(f, anchor)`` (None without ``anchor_first_frame``). Compute it once
+        per optimisation step and pass it to every frame rendered in that step."""
+        if not self.anchor_first_frame:
+            return None
+        g = self.gaussians
+        extra0 = None if self.feature_cache is None or self.feature_proj is None else self.feature_proj(self.feature_cache[0])
+        dx0, dq0, ds0 = self.deformation(g.means, 0.0, extra0)
+        return Anchor(dx0, quat_conjugate(dq0), ds0)
+
+    def frame(self, frame: int, anchor: Anchor | None = None) -> FrameGaussians:
+        """The Gaussians of ``frame``. ``anchor`` (from ``self.anchor()``) saves re-evaluating
+        ``D(x, 0)``; when omitted it is computed here."""
         g = self.gaussians
         tau = self.tau(frame)
         if self.anchor_first_frame and frame == 0:
@@ -140,7 +159,7 @@ class Stage2Model(nn.Module):
             dx, ds = torch.zeros_like(g.means), torch.zeros_like(g.log_scales)
             dq = torch.tensor([1.0, 0.0, 0.0, 0.0], device=g.means.device, dtype=g.means.dtype).expand(g.num, 4)
         else:
-            dx, dq, ds = self._deform(frame, tau)
+            dx, dq, ds = self._deform(frame, tau, anchor)
         gate = self.motion_gate[:, None]
         dx, ds = dx * gate, ds * gate
         # nlerp from the identity, on the hemisphere of w >= 0 (q and -q are the same rotation)
@@ -160,7 +179,7 @@ class Stage2Model(nn.Module):
             dq=dq,
         )
 
-    def _deform(self, frame: int, tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _deform(self, frame: int, tau: float, anchor: Anchor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         g = self.gaussians
         extra = None
         if self.feature_cache is not None and self.feature_proj is not None:
@@ -168,10 +187,9 @@ class Stage2Model(nn.Module):
         dx, dq, ds = self.deformation(g.means, tau, extra)
         if self.anchor_first_frame:
             # frame 0 is the conditioning pose the mesh was taken in: measure motion from there
-            extra0 = None if extra is None else self.feature_proj(self.feature_cache[0])
-            dx0, dq0, ds0 = self.deformation(g.means, 0.0, extra0)
-            dx, ds = dx - dx0, ds - ds0
-            dq = quat_multiply(dq, quat_conjugate(dq0))
+            a = anchor if anchor is not None else self.anchor()
+            dx, ds = dx - a.dx, ds - a.ds
+            dq = quat_multiply(dq, a.dq_conj)
         return dx, dq, ds
 
     def _turn_part(self, frame: int, means: torch.Tensor, dq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

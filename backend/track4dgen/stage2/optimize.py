@@ -1,15 +1,17 @@
 """Stage Two optimisation: the 750 + 250 schedule (paper §3.3, DESIGN.md §Stage Two).
 
-Phase 1 (``iters_rec``): masked reconstruction on random batches of (view, frame) images.
-Phase 2 (``iters_sds``): reconstruction + ARAP + 4D-SDS (when Stage One gives an ``sds_fn``; the
-SDS hook receives all views x frames, so phase 2 renders every image each step).
+Phase 1 (``iters_rec``): masked reconstruction + ARAP on random batches of (view, frame) images,
+with frames unlocked progressively (``unlocked_frames``, Animate3D's schedule): frame 0 alone,
+then one more frame every ``progressive_iters_per_frame`` iterations.
+Phase 2 (``iters_sds``): every frame; reconstruction + ARAP + 4D-SDS (when Stage One gives an
+``sds_fn``; the SDS hook receives all views x frames, so phase 2 renders every image each step).
+``freeze_canonical`` stops the canonical shape learning once motion frames are in
+(``canonical_frozen``).
 
-Beyond the paper (all off by default, see ``config.SYNTHETIC_64_OVERRIDES``): ARAP already in
-phase 1 (``arap_in_rec``), blurred-image terms (``rec_pyramid_levels``), a no-motion prior
-(``w_motion``), K-Planes' time-plane priors (``w_time_sparse``, ``w_time_smooth``), canonical
-centres held on the mesh (``means_on_surface``), frame 0 fitted to the mesh's silhouette in extra
-cameras (``w_silhouette``), and an exponential decay of the field's and the means' learning
-rates (``lr_final_ratio``, on).
+Beyond the paper (off by default, see ``config.SYNTHETIC_64_OVERRIDES``): blurred-image terms
+(``rec_pyramid_levels``), canonical centres held on the mesh (``means_on_surface``), frame 0
+fitted to the mesh's silhouette in extra cameras (``w_silhouette``), and an exponential decay of
+the field's and the means' learning rates (``lr_final_ratio``, on).
 
 Every iteration is reproducible from (seed, iteration) alone, which is what makes resuming from
 a checkpoint continue exactly the same run.
@@ -27,7 +29,7 @@ from ..job import ProgressReporter, finite_or_raise
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Stage2Config
 from .losses import SdsFn, arap_loss, knn_indices, reconstruction_loss, sds_loss
-from .model import FrameGaussians, Stage2Model
+from .model import Anchor, FrameGaussians, Stage2Model
 
 RenderFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -75,10 +77,11 @@ class TrainData:
 
 def render_frame(
     model: Stage2Model, data: TrainData, frame: int, views: list[int], render_fn: RenderFn, backend: str = "auto",
-    mode: str = Stage2Config.raster_mode,
+    mode: str = Stage2Config.raster_mode, anchor: Anchor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, object]:
-    """Render ``views`` of ``frame``: (rgb [C,H,W,3] on the background, alpha [C,H,W,1], frame state)."""
-    state = model.frame(frame)
+    """Render ``views`` of ``frame``: (rgb [C,H,W,3] on the background, alpha [C,H,W,1], frame state).
+    ``anchor``: ``model.anchor()`` computed once for all frames of a step."""
+    state = model.frame(frame, anchor)
     vi = torch.as_tensor(views, device=data.viewmats.device)
     rgb, alpha = render_state(model, state, data.viewmats[vi], data.Ks[vi], data.size, data.background, render_fn, backend, mode)
     return rgb, alpha, state
@@ -105,6 +108,29 @@ def render_state(
         backend=backend,
         rasterize_mode=mode,
     )
+
+
+def unlocked_frames(iteration: int, cfg: Stage2Config, num_frames: int) -> int:
+    """How many frames (0 .. n-1) the batches of ``iteration`` draw from.
+
+    Animate3D trains its reconstruction progressively, one more frame every 50 iterations, so each
+    new frame starts from a field that already explains its neighbour in time. Frame 0 (the mesh's
+    pose) comes first, alone: it fits the canonical Gaussians before any motion is asked of them.
+    The step is ``min(progressive_iters_per_frame, iters_rec / frames)`` so a shortened schedule
+    still unlocks every frame before the SDS phase, which always sees all of them."""
+    p = cfg.progressive_iters_per_frame
+    if p <= 0 or iteration >= cfg.iters_rec or num_frames <= 1:
+        return num_frames
+    step = min(float(p), cfg.iters_rec / num_frames)
+    return min(num_frames, int(iteration // step) + 1)
+
+
+def canonical_frozen(iteration: int, cfg: Stage2Config, num_frames: int) -> bool:
+    """True when ``freeze_canonical`` holds the canonical shape still: once frame 1 is in the pool."""
+    return cfg.freeze_canonical and unlocked_frames(iteration, cfg, num_frames) > 1
+
+
+CANONICAL_SHAPE_GROUPS = ("means", "opacity", "scales", "quats")
 
 
 def build_optimizer(model: Stage2Model, cfg: Stage2Config) -> torch.optim.Adam:
@@ -149,8 +175,10 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------
     def batch(self, iteration: int) -> dict[int, list[int]]:
-        """(view, frame) pairs of this iteration, grouped by frame (deformation runs once per frame)."""
-        nv, nf = self.data.num_views, self.data.num_frames
+        """(view, frame) pairs of this iteration, grouped by frame (deformation runs once per frame);
+        drawn from the frames ``unlocked_frames`` allows."""
+        nv = self.data.num_views
+        nf = unlocked_frames(iteration, self.cfg, self.data.num_frames)
         total = nv * nf
         in_sds_phase = iteration >= self.cfg.iters_rec and self.sds_fn is not None
         b = total if in_sds_phase else max(1, min(self.cfg.batch_images, total))
@@ -166,16 +194,18 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         groups = self.batch(iteration)
         phase2 = iteration >= cfg.iters_rec
-        use_arap = cfg.w_arap > 0 and (phase2 or cfg.arap_in_rec)
+        use_arap = cfg.w_arap > 0
         gen = torch.Generator().manual_seed(self.seed * 7_919 + iteration)
         n = self.model.gaussians.num
         samples = torch.randperm(n, generator=gen)[: min(cfg.arap_samples, n)].to(self.canon_means0.device)
+        # D(x, 0): once per step, shared by every frame below (frame 0 alone needs none)
+        anchor = self.model.anchor() if any(f > 0 for f in groups) else None
         rec_total, arap_total, n_img = 0.0, 0.0, 0
         loss = torch.zeros((), device=data.images.device)
         stats = {"rec_rgb": 0.0, "rec_mask": 0.0}
         sds_renders = {}
         for frame, views in groups.items():
-            rgb, alpha, state = render_frame(self.model, data, frame, views, self.render_fn, cfg.raster_backend, cfg.raster_mode)
+            rgb, alpha, state = render_frame(self.model, data, frame, views, self.render_fn, cfg.raster_backend, cfg.raster_mode, anchor)
             rec, parts = reconstruction_loss(rgb, alpha, data.images[views, frame], data.background, cfg.rec_pyramid_levels)
             weight = len(views)
             loss = loss + cfg.w_rec * rec * weight
@@ -183,16 +213,10 @@ class Trainer:
             for k in stats:
                 stats[k] += parts[k] * weight
             n_img += weight
-            if use_arap:
-                ar = arap_loss(self.model.gaussians.means, state.means, state.dq, self.neighbours, samples, cfg.arap_relative)
+            if use_arap and frame > 0:  # frame 0 is the canonical pose itself: nothing to hold rigid
+                ar = arap_loss(self.model.gaussians.means, state.means, self.neighbours, samples, cfg.arap_relative, state.dq)
                 loss = loss + cfg.w_arap * ar * weight
                 arap_total += float(ar.detach()) * weight
-            if cfg.w_motion > 0:
-                # small pull toward "no motion": where the images do not ask for motion (static parts,
-                # sliding along the surface, which renders identically) Adam would otherwise random-walk
-                extent = self.model.deformation.extent
-                mo = (state.means - self.model.gaussians.means).pow(2).sum(-1).mean() / extent.pow(2)
-                loss = loss + cfg.w_motion * mo * weight
             if phase2 and self.sds_fn is not None:
                 sds_renders[frame] = (views, rgb)
         loss = loss / n_img
@@ -207,13 +231,8 @@ class Trainer:
                 out["sds"] = float(sds.detach())
         if cfg.w_silhouette > 0 and data.silhouettes is not None:
             sil = self.silhouette_loss(iteration)
-            loss = loss + cfg.w_silhouette * sil * n_img
+            loss = loss + cfg.w_silhouette * sil  # already a per-image mean, like the terms above
             out["silhouette"] = float(sil.detach())
-        hexplane = self.model.deformation.hexplane
-        if cfg.w_time_smooth > 0:
-            loss = loss + cfg.w_time_smooth * hexplane.time_smoothness()
-        if cfg.w_time_sparse > 0:
-            loss = loss + cfg.w_time_sparse * hexplane.time_sparsity()
         out["loss"] = float(loss.detach())
         finite_or_raise("stage2 loss", out["loss"])
         loss.backward()
@@ -256,12 +275,16 @@ class Trainer:
         return torch.stack(rows, dim=1).permute(0, 1, 4, 2, 3).clamp(0, 1)
 
     def _set_lrs(self, iteration: int) -> None:
-        """Exponential decay of the field's and the means' learning rates to ``lr_final_ratio``."""
+        """Exponential decay of the field's and the means' learning rates to ``lr_final_ratio``;
+        zero for the canonical shape while ``canonical_frozen``."""
         frac = min(1.0, iteration / max(1, self.cfg.total_iters))
         decay = self.cfg.lr_final_ratio**frac
+        frozen = canonical_frozen(iteration, self.cfg, self.data.num_frames)
         for grp in self.optimizer.param_groups:
             base = self.base_lrs[grp["name"]]
             grp["lr"] = base * decay if grp["name"] in ("hexplane", "heads", "means") else base
+            if frozen and grp["name"] in CANONICAL_SHAPE_GROUPS:
+                grp["lr"] = 0.0
 
     # ---------------------------------------------------------------------------------------
     def train(

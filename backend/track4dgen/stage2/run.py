@@ -177,7 +177,7 @@ def run_stage2(
         points = model.gaussians.means.detach()
         seen = visibility.get("canonical")
         if seen is None:
-            seen = mesh_visibility(points.cpu(), torch.tensor(mesh.vertices), torch.tensor(mesh.faces), data.cam_centers.cpu())
+            seen = mesh_visibility(points, torch.tensor(mesh.vertices), torch.tensor(mesh.faces), data.viewmats, data.Ks, data.size)
         change = change_maps(data.images, data.background, cfg.motion_gate_dilate_px)
         model.set_motion_gate(motion_gate(points, change, data.viewmats, data.Ks, lo, hi, visible=seen.to(points.device)))
     render = render_fn or default_render_fn()
