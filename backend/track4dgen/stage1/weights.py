@@ -143,6 +143,68 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return flat
 
 
+# Renames between the reference implementation's own state dict (Animate3D on diffusers 0.28, e.g.
+# ``torch.save(unet.state_dict())`` of its inference model) and ours.  diffusers 0.28 wraps the
+# IP-Adapter projection in ``MultiIPAdapterImageProjection`` (a list holding one projection); we
+# keep the single projection.  Every other key is the same (tests/test_stage1_parity.py).
+REFERENCE_RENAMES: tuple[tuple[str, str], ...] = (("encoder_hid_proj.image_projection_layers.0.", "encoder_hid_proj."),)
+
+# The reference builds its U-Net with ``MVUNetMotionModel.from_unet2d``, which leaves the spatial
+# attention at that class's default of 8 heads whatever the 2-D config's ``attention_head_dim``
+# says (observed on the parity fixtures: 8 heads for attention_head_dim 2).  SD1.5/MVDream has
+# attention_head_dim 8, so the released model is unaffected; narrow test configs are not.
+REFERENCE_SPATIAL_HEADS = 8
+
+_BLOCK_TYPES = {"CrossAttnDownBlock2D": "CrossAttnDownBlockMotion", "DownBlock2D": "DownBlockMotion",
+                "CrossAttnUpBlock2D": "CrossAttnUpBlockMotion", "UpBlock2D": "UpBlockMotion"}
+
+
+def convert_reference_unet(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A reference (Animate3D) U-Net state dict -> our key names (``REFERENCE_RENAMES`` only)."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        for old, new in REFERENCE_RENAMES:
+            if k.startswith(old):
+                k = new + k[len(old):]
+        out[k] = v
+    return out
+
+
+def config_from_reference(unet: Mapping, adapter: Mapping | None = None, *, name: str = "reference",
+                          **fields_: object) -> MVVDMConfig:
+    """Our ``MVVDMConfig`` from a reference U-Net config (MVDream ``unet/config.json`` /
+    ``UNet2DConditionModel`` kwargs, 2-D block names) and an AnimateDiff adapter config.
+
+    Keys we do not use (``_class_name``, ``flip_sin_to_cos``, ``center_input_sample``, ...) are
+    accepted and ignored, as diffusers' ``from_config`` ignores them; the tensors are checked
+    strictly when loading.  Values that would build a different network raise ``WeightsError``.
+    ``fields_`` set the data layout (``num_views``, ``num_frames``, ``resolution``, ``ip_embed_dim``)."""
+    try:
+        down = tuple(_BLOCK_TYPES[b] for b in unet["down_block_types"])
+        up = tuple(_BLOCK_TYPES[b] for b in unet["up_block_types"])
+        kw: dict[str, object] = dict(
+            block_out_channels=tuple(unet["block_out_channels"]), down_block_types=down, up_block_types=up,
+            layers_per_block=int(unet.get("layers_per_block", 2)), norm_num_groups=int(unet.get("norm_num_groups", 32)),
+            cross_attention_dim=int(unet["cross_attention_dim"]), num_attention_heads=REFERENCE_SPATIAL_HEADS,
+            in_channels=int(unet.get("in_channels", 4)), camera_dim=int(unet.get("camera_embedding_dim") or 16))
+    except KeyError as exc:
+        raise WeightsError(f"U-Net config has no usable {exc} entry (block types must be SD-1.5's 2-D blocks)",
+                           hint="Pass the MVDream unet/config.json (diffusers format).") from exc
+    for key, want in (("use_linear_projection", False), ("norm_eps", 1e-5), ("act_fn", "silu"),
+                      ("out_channels", kw["in_channels"])):
+        if key in unet and unet[key] is not None and unet[key] != want:
+            raise WeightsError(f"U-Net config {key}={unet[key]!r}: this MV-VDM is built with {key}={want!r}",
+                               hint="Use the SD-1.5 based MVDream U-Net (yanqinJiang/mvdream-sd1.5-diffusers).")
+    if adapter:
+        kw["motion_num_attention_heads"] = int(adapter.get("motion_num_attention_heads", 8))
+        kw["motion_max_seq_length"] = int(adapter.get("motion_max_seq_length", 32))
+        blocks = tuple(adapter.get("block_out_channels", kw["block_out_channels"]))
+        if blocks != kw["block_out_channels"]:
+            raise WeightsError(f"motion adapter widths {list(blocks)} differ from the U-Net's {list(kw['block_out_channels'])}")
+    kw.update(fields_)
+    return MVVDMConfig(name=name, **kw)  # type: ignore[arg-type]
+
+
 def convert_motion_adapter(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """AnimateDiff MotionAdapter keys -> ours: ``pos_embed.pe`` moves into both processors."""
     out: dict[str, torch.Tensor] = {}
@@ -269,7 +331,7 @@ def assemble_unet_state_dict(model: MVVDM, folders: Mapping[str, Path]) -> dict[
         if ip_file is None:
             raise WeightsError(f"IP-Adapter weights models/ip-adapter_sd15.safetensors are missing in {folders['ip_adapter']}")
         sd.update(convert_ip_adapter(read_state_dict(ip_file), model))
-    sd.update(read_state_dict(folders["animate3d"] / "animate3d_motion_modules.ckpt"))
+    sd.update(convert_reference_unet(read_state_dict(folders["animate3d"] / "animate3d_motion_modules.ckpt")))
     return sd
 
 
