@@ -1,8 +1,8 @@
 """Stage Two optimisation: the 750 + 250 schedule (paper §3.3, DESIGN.md §Stage Two).
 
 Phase 1 (``iters_rec``): masked reconstruction on random batches of (view, frame) images.
-Phase 2 (``iters_sds``): reconstruction + ARAP + 4D-SDS (when Stage One gives an ``sds_fn``; the
-SDS hook receives all views x frames, so phase 2 renders every image each step).
+Phase 2 (``iters_sds``): reconstruction + ARAP + 4D-SDS (when Stage One gives an ``sds_fn``; it
+scores all frames rendered from a random 4-view orbit each step, ``sds_cameras.py``).
 
 Beyond the paper (all off by default, see ``config.SYNTHETIC_64_OVERRIDES``): ARAP already in
 phase 1 (``arap_in_rec``), blurred-image terms (``rec_pyramid_levels``), a no-motion prior
@@ -26,7 +26,8 @@ import torch
 from ..job import ProgressReporter, finite_or_raise
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Stage2Config
-from .losses import SdsFn, arap_loss, knn_indices, reconstruction_loss, sds_loss
+from .losses import SdsFn, arap_loss, knn_indices, reconstruction_loss
+from .sds_cameras import random_view_sds
 from .model import FrameGaussians, Stage2Model
 
 RenderFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -173,7 +174,6 @@ class Trainer:
         rec_total, arap_total, n_img = 0.0, 0.0, 0
         loss = torch.zeros((), device=data.images.device)
         stats = {"rec_rgb": 0.0, "rec_mask": 0.0}
-        sds_renders = {}
         for frame, views in groups.items():
             rgb, alpha, state = render_frame(self.model, data, frame, views, self.render_fn, cfg.raster_backend, cfg.raster_mode)
             rec, parts = reconstruction_loss(rgb, alpha, data.images[views, frame], data.background, cfg.rec_pyramid_levels)
@@ -193,15 +193,13 @@ class Trainer:
                 extent = self.model.deformation.extent
                 mo = (state.means - self.model.gaussians.means).pow(2).sum(-1).mean() / extent.pow(2)
                 loss = loss + cfg.w_motion * mo * weight
-            if phase2 and self.sds_fn is not None:
-                sds_renders[frame] = (views, rgb)
         loss = loss / n_img
         out = {"rec": rec_total / n_img, **{k: v / n_img for k, v in stats.items()}}
         if use_arap:
             out["arap"] = arap_total / n_img
-        if phase2 and self.sds_fn is not None:
-            renders = self._stack_renders(sds_renders)
-            sds = sds_loss(self.sds_fn, renders)
+        if phase2 and self.sds_fn is not None:  # 4D-SDS from a random orbit (stage2/sds_cameras.py)
+            sds, _ = random_view_sds(self.sds_fn, self._render_for_sds, data.num_views, data.num_frames, data.size,
+                                     torch.Generator().manual_seed(self.seed * 104_729 + iteration), data.viewmats.device)
             if sds is not None:
                 loss = loss + cfg.w_sds * sds
                 out["sds"] = float(sds.detach())
@@ -245,15 +243,11 @@ class Trainer:
         offset = ((g.means - self.canon_means0) * g.normals).sum(-1, keepdim=True)
         g.means.sub_(offset * g.normals)
 
-    def _stack_renders(self, renders: dict[int, tuple[list[int], torch.Tensor]]) -> torch.Tensor:
-        """[V, F, 3, H, W] from the per-frame renders (phase 2 renders every view and frame)."""
-        nv, nf = self.data.num_views, self.data.num_frames
-        rows = []
-        for f in range(nf):
-            views, rgb = renders[f]
-            order = [views.index(v) for v in range(nv)]
-            rows.append(rgb[order])
-        return torch.stack(rows, dim=1).permute(0, 1, 4, 2, 3).clamp(0, 1)
+    def _render_for_sds(self, frame: int, viewmats: torch.Tensor, Ks: torch.Tensor) -> torch.Tensor:
+        """rgb [C, H, W, 3] of ``frame`` in the SDS cameras (on the training background)."""
+        d = self.data
+        return render_state(self.model, self.model.frame(frame), viewmats, Ks, d.size, d.background, self.render_fn,
+                            self.cfg.raster_backend, self.cfg.raster_mode)[0]
 
     def _set_lrs(self, iteration: int) -> None:
         """Exponential decay of the field's and the means' learning rates to ``lr_final_ratio``."""
