@@ -113,22 +113,39 @@ def fetch_sources(local_files_only: bool | None = None, sources: Iterable[HubSou
 # ------------------------------------------------------------------------------ state dicts
 
 
+_WRAPPERS = ("state_dict", "module", "model")  # Lightning / DeepSpeed / plain-torch training saves
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """safetensors, or a torch pickle (.ckpt/.bin/.pt) loaded with weights_only; unwraps
-    ``{"state_dict": ...}`` and a DDP ``module.`` prefix."""
+    """Tensors of a weights file: safetensors, or a torch pickle (.ckpt/.bin/.pt).
+
+    Pickles are read weights-only, or — when they also hold Python objects — with a reader
+    that keeps tensors and never runs the file's code (``pickle_reader``); non-tensor entries
+    are dropped.  Unwraps ``{"state_dict"|"module"|"model": ...}`` and a DDP ``module.``
+    prefix, flattens IP-Adapter's nested ``{"image_proj": ..., "ip_adapter": ...}``.  Keeps
+    the stored dtype (``load_checked`` casts).  Any unreadable file is a ``WeightsError``."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    fix = f"Re-download it with `{DOWNLOAD_CMD}` (or delete it from the Hugging Face cache first)."
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        sd = load_file(str(path))
-    else:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        if isinstance(sd, Mapping) and "state_dict" in sd:
-            sd = sd["state_dict"]
+            sd = load_file(str(path))
+        else:
+            from .pickle_reader import load_pickle
+
+            sd = load_pickle(path)
+    except Exception as exc:  # truncated downloads, HTML error pages, foreign formats
+        raise WeightsError(f"weights file {path} could not be read ({type(exc).__name__}: {str(exc)[:200]})", hint=fix) from exc
+    while isinstance(sd, Mapping) and not any(isinstance(v, torch.Tensor) for v in sd.values()):
+        inner = next((sd[k] for k in _WRAPPERS if isinstance(sd.get(k), Mapping)), None)
+        if inner is None:
+            break
+        sd = inner
     if not isinstance(sd, Mapping):
-        raise WeightsError(f"{path} does not hold a state dict")
+        raise WeightsError(f"{path} does not hold a state dict (found {type(sd).__name__})", hint=fix)
     flat: dict[str, torch.Tensor] = {}
 
     def walk(prefix: str, d: Mapping) -> None:  # IP-Adapter .bin nests {"image_proj": {...}, "ip_adapter": {...}}
@@ -140,6 +157,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 flat[key[7:] if key.startswith("module.") else key] = v
 
     walk("", sd)
+    if not flat:
+        raise WeightsError(f"{path} holds no tensors", hint=fix)
     return flat
 
 
@@ -203,6 +222,30 @@ def config_from_reference(unet: Mapping, adapter: Mapping | None = None, *, name
             raise WeightsError(f"motion adapter widths {list(blocks)} differ from the U-Net's {list(kw['block_out_channels'])}")
     kw.update(fields_)
     return MVVDMConfig(name=name, **kw)  # type: ignore[arg-type]
+
+
+_STRUCTURE = ("block_out_channels", "down_block_types", "up_block_types", "layers_per_block", "norm_num_groups",
+              "cross_attention_dim", "in_channels", "camera_dim")
+
+
+def check_unet_config(config: MVVDMConfig, path: Path) -> None:
+    """The base U-Net's ``config.json`` (MVDream, diffusers format) must describe our network.
+
+    Keys we do not use are accepted and ignored (as the reference's ``from_config`` does); the
+    structural ones must agree with ``config`` — the tensors are then checked strictly."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not a readable JSON config ({exc})", hint=f"Re-download it with `{DOWNLOAD_CMD}`.") from exc
+    try:
+        theirs = config_from_reference(raw)
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: {exc}", hint=exc.hint) from exc
+    diff = [(k, getattr(theirs, k), getattr(config, k)) for k in _STRUCTURE if getattr(theirs, k) != getattr(config, k)]
+    if diff:
+        lines = ", ".join(f"{k}: file {a!r} vs model {b!r}" for k, a, b in diff)
+        raise WeightsError(f"{path} describes a different U-Net ({lines})",
+                           hint="Use yanqinJiang/mvdream-sd1.5-diffusers for the animate3d model, or pass the matching config.")
 
 
 def convert_motion_adapter(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -324,6 +367,8 @@ def assemble_unet_state_dict(model: MVVDM, folders: Mapping[str, Path]) -> dict[
     unet_file = _find(base, "unet/diffusion_pytorch_model.safetensors|unet/diffusion_pytorch_model.bin")
     if unet_file is None:
         raise WeightsError(f"base U-Net weights (unet/diffusion_pytorch_model.safetensors) are missing in {base}")
+    if (base / "unet" / "config.json").is_file():
+        check_unet_config(model.config, base / "unet" / "config.json")
     sd.update(read_state_dict(unet_file))
     sd.update(convert_motion_adapter(read_state_dict(folders["motion"] / "diffusion_pytorch_model.safetensors")))
     if model.config.use_ip_adapter:
