@@ -109,3 +109,18 @@ def test_eval_cli_paper_metrics_with_local_weight_files(job, tmp_path, capsys):
     assert m["dynamic_degree"] in (0.0, 1.0)
     assert all(-1.0 <= m[k] <= 1.0 for k in ("clip_c", "clip_o_img", "clip_f_img"))
     assert "clip_o_text" not in m  # no prompt, no text metric
+
+
+def test_i2v_condition_background_is_the_videos_background(tmp_path):
+    from track4dgen.eval.cli import video_background
+
+    staged = tmp_path / "two_stage"  # Stage One ran: videos and renders on its grey
+    staged.mkdir()
+    (staged / "job.json").write_text(json.dumps({"prompt": "x"}))
+    assert video_background(staged) == (0.5, 0.5, 0.5)
+    only2 = tmp_path / "stage2_only"  # given videos: Stage Two's default background
+    (only2 / "videos").mkdir(parents=True)
+    (only2 / "job.json").write_text(json.dumps({"prompt": "x"}))
+    assert video_background(only2) == (1.0, 1.0, 1.0)
+    (only2 / "job.json").write_text(json.dumps({"stage2": {"background": [0.2, 0.3, 0.4]}}))
+    assert video_background(only2) == (0.2, 0.3, 0.4)

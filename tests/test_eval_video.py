@@ -64,8 +64,14 @@ def test_dynamic_degree_threshold_and_invariances():
     assert moving.dynamic_rel == pytest.approx(4.0 / 1.5)
     slow = V.dynamic_degree(translating_video(8, 1), phase_correlation_flow)  # 1 px < 1.5 px
     assert slow.moving is False and slow.dynamic_px == pytest.approx(1.0)
-    # low fps raises the threshold (VBench's factor max(1, 8/fps))
-    assert V.dynamic_degree(translating_video(8, 4), phase_correlation_flow, fps=2).moving is False
+    # VBench's frame-interval rule: every max(1, round(fps / 8))-th frame, same pixel threshold
+    assert V.dynamic_degree(translating_video(8, 4), phase_correlation_flow, fps=2).moving is True  # interval 1
+    fast = V.dynamic_degree(translating_video(8, 1), phase_correlation_flow, fps=16)  # keeps 4 frames, 2 px apart
+    assert (fast.interval, fast.count_needed, fast.threshold_px) == (2, 1, pytest.approx(1.5))
+    assert fast.moving is True and fast.pair_scores_px == pytest.approx([2.0, 2.0, 2.0])
+    assert [V.vbench_frame_interval(f) for f in (4, 8, 12, 20, 24, 30, 60)] == [1, 1, 2, 2, 3, 4, 8]  # Python's round
+    with pytest.raises(ValueError, match=">= 2 frames"):
+        V.dynamic_degree(translating_video(3, 4), phase_correlation_flow, fps=24)
 
 
 def test_dynamic_degree_with_random_raft_is_deterministic():
@@ -102,6 +108,23 @@ def test_i2v_subject_random_dino():
     jumpy[2] = other
     assert changed < 1.0 - 1e-4 and V.i2v_subject(jumpy, frame, dino) < 1.0 - 1e-4
     assert V.i2v_subject(jumpy, frame, dino) == V.i2v_subject(jumpy, frame, dino)
+
+
+def test_subject_consistency_random_dino():
+    dino = B.DinoViT(B.ViTConfig(dim=64, depth=2, heads=2)).eval()
+    still = np.repeat(textured()[None], 4, 0)
+    assert V.subject_consistency(still, dino) == pytest.approx(1.0, abs=1e-5)
+    jumpy = still.copy()
+    jumpy[2] = textured(seed=5)
+    s = V.subject_consistency(jumpy, dino)
+    assert 0.0 <= s < 1.0 - 1e-4 and s == V.subject_consistency(jumpy, dino)
+    # the definition written out: frames resized to 224 (shorter side) on 8-bit values, no crop
+    x = torch.from_numpy(V.to_uint8(jumpy).astype(np.float32)).permute(0, 3, 1, 2)
+    x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False).round() / 255
+    with torch.no_grad():
+        f = torch.nn.functional.normalize(dino(B.normalize(x, B.IMAGENET_MEAN, B.IMAGENET_STD)), dim=-1)
+    sims = [(max(0.0, float(f[i] @ f[i - 1])) + max(0.0, float(f[i] @ f[0]))) / 2 for i in range(1, 4)]
+    assert s == pytest.approx(float(np.mean(sims)), abs=1e-5)
 
 
 def tiny_clip():
@@ -144,7 +167,7 @@ def test_evaluate_videos_averages_views():
     assert out["per_view"]["dynamic_degree"] == [0.0, 1.0]
     assert out["metrics"]["dynamic_degree"] == 0.5
     assert out["metrics"]["temporal_flicker"] == pytest.approx(np.mean([1.0, V.temporal_flicker(vids[1])]))
-    assert "i2v_subject" not in out["metrics"]  # no DINO given: skipped, not faked
+    assert "i2v_subject" not in out["metrics"] and "subject_consistency" not in out["metrics"]  # no DINO: skipped
 
 
 # ---------------------------------------------------------------------------------------------

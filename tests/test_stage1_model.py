@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 
 from track4dgen.cameras import rig_cameras
 from track4dgen.stage1.attention import MultiViewSelfAttnProcessor, MVContext
-from track4dgen.stage1.camera_embed import camera_matrix_16, camera_tensor
+from track4dgen.stage1.camera_embed import animate3d_orbit_vectors, camera_matrix_16, camera_tensor
 from track4dgen.stage1.config import get_config
 from track4dgen.stage1.features import FeatureHook
 from track4dgen.stage1.motion import SpatioTemporalProcessor
@@ -178,26 +180,29 @@ def test_feature_hook_shape_and_gradient(tiny):
         FeatureHook(tiny, block="up_blocks.9")
 
 
-def _mvdream_c2w(elevation_deg: float, azimuth_deg: float) -> np.ndarray:
-    """MVDream's get_camera (OpenGL y-up orbit, then flip to Blender z-up), written out."""
-    el, az = math.radians(elevation_deg), math.radians(azimuth_deg)
-    pos = np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
-    fwd = -pos / np.linalg.norm(pos)
-    right = np.cross(fwd, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(right, fwd)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([right, up, -fwd], axis=1)
-    c2w[:3, 3] = pos
-    flip = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1.0]])
-    return flip @ c2w
+SHARED_A3D = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "animate3d"
 
 
-def test_camera_vectors_match_mvdream_convention():
+def test_camera_vectors_follow_the_reference_convention():
+    """Our rig's view i (front at -Y) carries the reference's view i vector (front at +X): the
+    formula here, and the reference's own vectors when the shared fixtures are present."""
     cams = rig_cameras(256)
-    for cam, az in zip(cams, (0.0, 90.0, 180.0, 270.0)):
-        np.testing.assert_allclose(camera_matrix_16(cam.w2c), _mvdream_c2w(15.0, az).reshape(16), atol=1e-5)
-    assert camera_tensor([c.w2c for c in cams]).shape == (4, 16)
+    vecs = camera_tensor([c.w2c for c in cams]).numpy()
+    assert vecs.shape == (4, 16)
+    np.testing.assert_allclose(vecs, animate3d_orbit_vectors(15.0, 0.0).numpy(), atol=1e-6)
+    # MVDream's original convention (no world turn) gives view i the reference's view (i+3) mod 4
+    raw = np.stack([camera_matrix_16(c.w2c, world=np.eye(4)) for c in cams])
+    np.testing.assert_allclose(raw, animate3d_orbit_vectors(15.0, 270.0).numpy(), atol=1e-6)  # view i = ref (i+3) mod 4
+    if not SHARED_A3D.is_dir():
+        pytest.skip(f"reference camera fixture not found at {SHARED_A3D} (../shared absent)")
+    official = np.array(json.loads((SHARED_A3D / "official_get_camera_4.json").read_text()))
+    np.testing.assert_allclose(vecs, official, atol=1e-6)
+    np.testing.assert_allclose(raw, official[[3, 0, 1, 2]], atol=1e-6)
+    start90 = np.array(json.loads((SHARED_A3D / "official_get_camera_4_start-90.json").read_text()))
+    rig90 = camera_tensor([c.w2c for c in rig_cameras(256, azimuths_deg=(-90.0, 0.0, 90.0, 180.0))]).numpy()
+    np.testing.assert_allclose(rig90, start90, atol=1e-6)
+    np.testing.assert_allclose(animate3d_orbit_vectors(15.0, 0.0).numpy(), official, atol=1e-6)
+    np.testing.assert_allclose(animate3d_orbit_vectors(15.0, -90.0).numpy(), start90, atol=1e-6)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -38,7 +38,7 @@ CAMS = [c.w2c for c in rig_cameras(64)]
 
 
 def test_tiny_pipeline_is_deterministic_per_seed(comp):
-    pipe = MVVDMPipeline(comp, SamplerConfig(steps=3, feature_step=1))
+    pipe = MVVDMPipeline(comp, SamplerConfig(steps=3, feature_step=1, freeinit_iters=1))
     seen = []
     a = pipe(_views(), "a dancing robot", CAMS, seed=7, progress=lambda s, t, m: seen.append((s, t)))
     b = pipe(_views(), "a dancing robot", CAMS, seed=7)
@@ -53,15 +53,31 @@ def test_tiny_pipeline_is_deterministic_per_seed(comp):
 
 
 def test_prompt_and_condition_change_the_sample(comp):
-    pipe = MVVDMPipeline(comp, SamplerConfig(steps=2, return_features=False))
+    pipe = MVVDMPipeline(comp, SamplerConfig(steps=2, return_features=False, freeinit_iters=1))
     a = pipe(_views(), "a cat", CAMS, seed=1)
     b = pipe(_views(), "a dog", CAMS, seed=1)
     c = pipe(_views(seed=5), "a cat", CAMS, seed=1)
     assert float((a.videos[:, 1:] - b.videos[:, 1:]).abs().max()) > 1e-4  # CFG uses the text
     assert float((a.videos[:, 1:] - c.videos[:, 1:]).abs().max()) > 1e-4  # frames follow the views
     assert a.features is None
-    mid = MVVDMPipeline(comp, SamplerConfig(steps=1, feature_step=0, feature_block="mid_block"))(_views(), "a cat", CAMS)
+    mid = MVVDMPipeline(comp, SamplerConfig(steps=1, feature_step=0, feature_block="mid_block", freeinit_iters=1))(_views(), "a cat", CAMS)
     assert mid.features.shape[-1] == 2  # the mid block works at latent/4 in the tiny model
+
+
+def test_freeinit_is_on_by_default_with_the_reference_setting_and_a_fast_preset(comp):
+    ref = SamplerConfig.from_overrides({})
+    assert (ref.freeinit_iters, ref.freeinit_d_s, ref.freeinit_d_t) == (3, 0.25, 0.25)
+    assert SamplerConfig.from_overrides({"preset": "fast"}).freeinit_iters == 1
+    assert SamplerConfig.from_overrides({"preset": "fast", "freeinit_iters": 2}).freeinit_iters == 2  # keys win
+    with pytest.raises(ValueError, match="unknown stage1 preset"):
+        SamplerConfig.from_overrides({"preset": "quick"})
+    seen = []
+    on = MVVDMPipeline(comp, SamplerConfig(steps=2, return_features=False))(_views(), "a cat", CAMS, seed=3,
+                                                                             progress=lambda s, t, m: seen.append((s, t, m)))
+    off = MVVDMPipeline(comp, SamplerConfig.from_overrides({"preset": "fast", "steps": 2, "return_features": False}))(
+        _views(), "a cat", CAMS, seed=3)
+    assert [(s, t) for s, t, _ in seen] == [(i, 6) for i in range(1, 7)] and "FreeInit 3/3" in seen[-1][2]
+    assert float((on.videos[:, 1:] - off.videos[:, 1:]).abs().max()) > 1e-4  # the re-noised passes change the result
 
 
 def test_conditional_frame_noise_is_annealed():
@@ -102,14 +118,36 @@ def test_sds_gradient_reaches_the_rendered_parameter(comp, condition):
         sds(torch.rand(2, 3, 3, 64, 64))
 
 
+def test_sds_reads_condition_and_image_embeddings_from_the_renders_and_uses_their_cameras(comp):
+    """Reference 4D-SDS: condition latent and IP-Adapter embeddings come from the rendered frame
+    0 (so the job's views do not matter), and the cameras passed with the renders are used."""
+    from track4dgen.stage1.camera_embed import camera_tensor
+
+    cfg = SamplerConfig(sds_guidance_scale=5.0, sds_condition="render")
+    render = torch.rand(4, 3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+    def loss(views, r=render, cams=None):
+        return make_sds_fn(comp, views, "a cat", CAMS, cfg, seed=2)(r, cams).item()
+
+    base = loss(_views())
+    assert loss(_views(seed=9)) == pytest.approx(base, rel=1e-6)  # the job's views are not read
+    other = render.clone()
+    other[:, 0] = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    assert abs(loss(_views(), other) - base) > 1e-6 * base  # frame 0 of the renders is
+    turned = camera_tensor([c.w2c for c in rig_cameras(64, azimuths_deg=(37.0, 127.0, 217.0, 307.0))])
+    assert abs(loss(_views(), render, turned) - base) > 1e-6 * base  # and the render cameras are
+    with pytest.raises(ValueError, match="cameras must be"):
+        make_sds_fn(comp, _views(), "a cat", CAMS, cfg)(render, turned[:2])
+
+
 def test_sds_step_moves_renders_toward_the_models_reconstruction(comp):
     """One SGD step on the SDS loss must lower ||z - x0_hat|| for the same t and noise."""
     render = torch.nn.Parameter(torch.rand(4, 2, 3, 64, 64))
-    loss0 = make_sds_fn(comp, _views(), "a cat", CAMS, SamplerConfig(sds_guidance_scale=1.0), seed=3)(render)
+    loss0 = make_sds_fn(comp, _views(), "a cat", CAMS, SamplerConfig(sds_guidance_scale=0.0), seed=3)(render)
     loss0.backward()
     with torch.no_grad():
         render -= 2.0 * render.grad / render.grad.abs().max()
-    loss1 = make_sds_fn(comp, _views(), "a cat", CAMS, SamplerConfig(sds_guidance_scale=1.0), seed=3)(render)
+    loss1 = make_sds_fn(comp, _views(), "a cat", CAMS, SamplerConfig(sds_guidance_scale=0.0), seed=3)(render)
     assert loss1.item() < loss0.item()
 
 
@@ -147,7 +185,7 @@ def test_run_stage1_on_a_tiny_job(tmp_path):
     assert mask0[:, 20:44, 20:44].min() == 1.0 and mask0[:, :10, :10].max() == 0.0  # frame 0 alpha = view mask
     assert features.ndim == 5 and features.shape[:2] == (4, 3) and np.isfinite(features).all()
     steps = [e for e in events if e.get("stage") == "stage1"]
-    assert steps and steps[-1]["step"] == steps[-1]["total"] == 2
+    assert steps and steps[-1]["step"] == steps[-1]["total"] == 6  # 2 steps x 3 FreeInit passes (default)
     assert (tmp_path / "work" / "stage1_view3" / "002.png").is_file() and (tmp_path / "work" / "features.npz").is_file()
     render = torch.nn.Parameter(torch.from_numpy(videos[..., :3]).permute(0, 1, 4, 2, 3).contiguous())
     sds_fn(render).backward()

@@ -225,3 +225,90 @@ def test_tiny_save_load_round_trip_and_cli(tmp_path, capsys):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert main(["verify", str(tmp_path / "tiny")]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- real-file robustness
+
+
+class TrainerState:  # a non-tensor object of the kind training checkpoints carry
+    def __init__(self) -> None:
+        self.lr = 1e-4
+
+
+def test_checkpoint_with_python_objects_and_wrappers_loads_its_tensors(tmp_path):
+    import numpy as np
+
+    sd = {"module.a.weight": torch.randn(3, 2), "module.b.bias": torch.randn(3).half()}
+    path = tmp_path / "trained.ckpt"
+    torch.save({"state_dict": sd, "epoch": 3, "trainer": TrainerState(), "loss": np.float64(0.5)}, path)
+    with pytest.raises(Exception):  # what a plain weights-only load says about this file
+        torch.load(path, weights_only=True)
+    got = W.read_state_dict(path)
+    assert sorted(got) == ["a.weight", "b.bias"] and torch.equal(got["a.weight"], sd["module.a.weight"])
+    assert got["b.bias"].dtype == torch.float16  # stored dtype kept; load_checked casts
+    torch.save({"module": {"a.weight": sd["module.a.weight"]}, "global_steps": 7}, tmp_path / "ds.pt")  # DeepSpeed
+    assert list(W.read_state_dict(tmp_path / "ds.pt")) == ["a.weight"]
+
+
+@pytest.mark.parametrize("name,content", [("broken.ckpt", b"<html>Bad gateway</html>"), ("cut.safetensors", b"\x10\x00\x00")])
+def test_unreadable_files_name_the_file_and_the_fix(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(W.WeightsError) as err:
+        W.read_state_dict(tmp_path / name)
+    assert name in str(err.value) and "track4dgen weights download" in err.value.hint
+    torch.save({"epoch": 1}, tmp_path / "empty.pt")
+    with pytest.raises(W.WeightsError, match="no tensors"):
+        W.read_state_dict(tmp_path / "empty.pt")
+
+
+def test_fp16_file_loads_into_an_fp32_model(tmp_path):
+    from safetensors.torch import save_file
+
+    model = MVVDM(get_config("tiny"))
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    save_file(half, str(tmp_path / "unet.safetensors"))
+    other = MVVDM(get_config("tiny"))
+    W.load_checked(other, W.read_state_dict(tmp_path / "unet.safetensors"), source="unet.safetensors")
+    assert {p.dtype for p in other.parameters()} == {torch.float32}
+    k = "conv_in.weight"
+    assert torch.equal(other.state_dict()[k], half[k].float())
+
+
+def _mvdream_config(**changes) -> dict:
+    cfg = get_config("tiny")
+    d = {"_class_name": "MVUNet2DConditionModel", "_diffusers_version": "0.25.0", "act_fn": "silu",
+         "attention_head_dim": 2, "block_out_channels": list(cfg.block_out_channels), "camera_embedding_dim": 16,
+         "center_input_sample": False, "cross_attention_dim": 32, "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+         "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 1, "norm_num_groups": 4, "norm_eps": 1e-05,
+         "out_channels": 4, "sample_size": 32, "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+         "use_linear_projection": False, "some_future_option": {"x": 1}}
+    d.update(changes)
+    return d
+
+
+def test_mvdream_config_json_unused_keys_are_ignored_structure_is_checked(fake_hub):
+    import json
+
+    cfg_path = fake_hub["repos"]["base"] / "unet" / "config.json"
+    cfg_path.write_text(json.dumps(_mvdream_config()))
+    comp = W.from_pretrained("animate3d", model="tiny", config=get_config("tiny"))  # extra keys accepted
+    assert not any(p.is_meta for p in comp.unet.parameters())
+    cfg_path.write_text(json.dumps(_mvdream_config(block_out_channels=[16, 32, 64])))
+    with pytest.raises(W.WeightsError) as err:
+        W.from_pretrained("animate3d", model="tiny", config=get_config("tiny"))
+    assert "config.json" in str(err.value) and "block_out_channels" in str(err.value)
+    cfg_path.write_text("{not json")
+    with pytest.raises(W.WeightsError, match="readable JSON"):
+        W.from_pretrained("animate3d", model="tiny", config=get_config("tiny"))
+
+
+def test_ip_adapter_safetensors_and_bin_give_the_same_weights(fake_hub):
+    from safetensors.torch import save_file
+
+    models = fake_hub["repos"]["ip_adapter"] / "models"
+    from_bin = W.from_pretrained("animate3d", model="tiny", config=get_config("tiny")).unet.state_dict()
+    (models / "ip-adapter_sd15.bin").unlink()
+    save_file({k: v.contiguous() for k, v in fake_hub["ip"].items()}, str(models / "ip-adapter_sd15.safetensors"))
+    from_st = W.from_pretrained("animate3d", model="tiny", config=get_config("tiny")).unet.state_dict()
+    ip_keys = [k for k in from_bin if "_ip." in k or k.startswith("encoder_hid_proj.")]
+    assert len(ip_keys) == 4 + 2 * 7 and all(torch.equal(from_bin[k], from_st[k]) for k in ip_keys)

@@ -152,13 +152,16 @@ def test_diffusion_features_feed_the_deformation_and_train(tiny_job):
     assert not torch.equal(model.feature_proj.weight, w0)  # the projection is learned through the heads
 
 
-def test_sds_hook_gets_every_view_and_frame_in_phase_two_only(tiny_job):
+def test_sds_hook_gets_every_frame_of_a_random_orbit_in_phase_two_only(tiny_job):
     job, videos = tiny_job
     cfg, data, model = build(job, videos, {"iters_rec": 1, "iters_sds": 1, "arap_samples": 64})
     calls = []
 
-    def sds_fn(renders):
+    def sds_fn(renders, cameras):
         calls.append(tuple(renders.shape))
+        centres = np.linalg.inv(np.asarray(cameras))[:, :3, 3]
+        train = torch.linalg.inv(data.viewmats)[:, :3, 3].numpy()
+        assert np.abs(centres[:, None] - train[None]).sum(-1).min() > 1e-3  # random orbit, not the training views
         assert renders.requires_grad and 0 <= float(renders.detach().min()) and float(renders.detach().max()) <= 1
         return renders.mean()
 

@@ -109,7 +109,14 @@ def test_model_level_parity(model, parity):
 def test_predictor_level_parity_queries_and_masked_grid(model, parity):
     video = torch.from_numpy(parity["video_uint8_TCHW"]).float()[None]
     pred = CoTracker3Predictor(model)
-    tracks, vis = pred(video, queries=torch.from_numpy(parity["queries_txy_pixels"])[None])
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[1].clone()), with_kwargs=True)
+    try:
+        tracks, vis = pred(video, queries=torch.from_numpy(parity["queries_txy_pixels"])[None])
+    finally:
+        hook.remove()
+    q_all = seen[0][0]
+    assert len(q_all) == 8 + 36 and (q_all[8:, 0] == 0).all()  # the 6x6 support grid sits on frame 0
     np.testing.assert_allclose(tracks[0].numpy(), parity["predictor_queries_tracks"], atol=1e-2)
     assert np.array_equal(vis[0].numpy(), parity["predictor_queries_visibility"])
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from track4dgen.cameras import load_cameras
+from track4dgen.stage1.camera_embed import animate3d_orbit_vectors, camera_tensor
 from track4dgen.synthetic import render_mesh
 from track4dgen.tracking import OracleTracker
 from training.data import DataFormatError, MVVideoDataset, load_info
@@ -48,6 +49,8 @@ def test_loader_shapes_ranges_cameras_and_masks(data_dir):
     gt_cams = load_cameras(data_dir / "hopper" / "gt" / "cameras.json")
     np.testing.assert_allclose(item["w2c"].numpy(), np.stack([c.w2c for c in gt_cams]), atol=1e-5)
     np.testing.assert_allclose(item["K"].numpy(), np.stack([c.K for c in gt_cams]), atol=1e-4)
+    # what the MV-VDM sees: the vectors the reference's dataset builds from this entry's angle
+    np.testing.assert_allclose(camera_tensor(item["w2c"].numpy()).numpy(), animate3d_orbit_vectors(15.0, 30.0).numpy(), atol=1e-6)
     # masks from the solid background agree with the renderer's alpha
     anim = np.load(data_dir / "hopper" / "gt" / "animation.npz")
     for v in (0, 2):

@@ -4,7 +4,10 @@ Format (one JSON list, paths relative to the JSON file unless absolute):
     {"data_path": [view0.mp4, view1.mp4, view2.mp4, view3.mp4], "text_prompt": str,
      "angle": {"elv": degrees, "azi_start": degrees}}
 Each video is a 48-frame animation of one object from one of 4 cameras spaced 90 degrees apart
-starting at ``azi_start``. A training clip takes 16 frames at stride 3 from a random phase
+starting at ``azi_start``, read as the reference's dataset reads it: Animate3D's ``get_camera``
+azimuths (0 = the object's front, views counter-clockwise seen from above), which are our orbit
+azimuths too because ``stage1.camera_embed`` turns our world into Animate3D's (the vectors the
+trainer feeds equal the reference's for the same entry, tested). A training clip takes 16 frames at stride 3 from a random phase
 (Animate3D's sampling), pixels in [-1, 1]. Masks come from the alpha channel when the files have
 one, else from the solid background (estimated from the image border, or the entry's optional
 ``"background"`` RGB). Tracks for the clip's 15x15 query grid come from a tracker via the on-disk

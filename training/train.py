@@ -4,6 +4,12 @@ One script for every scale, via Hugging Face accelerate:
 
     python training/train.py --config training/configs/tiny_cpu.yaml            # CPU smoke run
     accelerate launch training/train.py --config training/configs/paper.yaml     # 1..N GPUs / nodes
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
+        --mixed_precision no --dynamo_backend no training/train.py --config ...   # 2 CPU ranks (gloo)
+
+Note: ``accelerate launch --cpu --num_processes 2`` starts ONE process (accelerate 1.15 ignores
+the count without a distributed mode); the command above really runs two ranks (each writes its
+``training_state_rank{i}.pt``; tests/test_training_train.py runs it).
 
 Only the MV2V adapter (``*_i2v``) and the motion modules are trained (``MVVDM.freeze_for_training``);
 everything else (multi-view 3D attention, SD weights, VAE, text/image encoders) is frozen.
@@ -577,7 +583,7 @@ class Trainer:
         self.acc.end_training()
         if self.acc.is_main_process:
             (self.out_dir / "history.json").write_text(json.dumps(self.history))
-            print(json.dumps({"steps": self.global_step, "seconds": round(time.time() - t0, 1),
+            print(json.dumps({"steps": self.global_step, "seconds": round(time.time() - t0, 1), "processes": self.acc.num_processes,
                               "last": self.history[-1] if self.history else None}))
         return self.history
 

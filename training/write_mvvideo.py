@@ -41,7 +41,8 @@ def _synthetic():
 
 
 def mvvideo_cameras(elevation: float, azi_start: float, resolution: int, num_views: int = 4) -> list[Camera]:
-    """MVDream-style rig: num_views azimuths over 360 degrees starting at azi_start, one elevation."""
+    """Animate3D's data rig: num_views azimuths over 360 degrees from azi_start (0 = the front),
+    one elevation; ``camera_embed`` turns these into the reference's ``get_camera`` vectors."""
     return [
         orbit_camera(azi_start + k * 360.0 / num_views, elevation, resolution=resolution) for k in range(num_views)
     ]

@@ -57,12 +57,22 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _job_background(job_dir: Path) -> tuple[float, float, float]:
+STAGE_ONE_GREY = (0.5, 0.5, 0.5)  # runner.py: Stage One's videos and then Stage Two's renders are on grey
+
+
+def _job_background(job_dir: Path, default: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[float, float, float]:
     try:
         spec = json.loads((job_dir / "job.json").read_text())
-        return tuple(float(x) for x in spec.get("stage2", {}).get("background", (1.0, 1.0, 1.0)))  # type: ignore[return-value]
+        return tuple(float(x) for x in spec.get("stage2", {}).get("background", default))  # type: ignore[return-value]
     except (OSError, ValueError):
-        return (1.0, 1.0, 1.0)
+        return default
+
+
+def video_background(job_dir: Path) -> tuple[float, float, float]:
+    """The background a job's result videos are composited on: the job's Stage Two background,
+    which defaults to Stage One's grey when Stage One ran (no ``videos/`` in the job) and to
+    white for a Stage-Two-only job (``Stage2Config``) — the runner's rule."""
+    return _job_background(job_dir, (1.0, 1.0, 1.0) if (job_dir / "videos").is_dir() else STAGE_ONE_GREY)
 
 
 def evaluate_gt(result_dir: Path, job_dir: Path, backend: str = "auto", device: str = "cpu") -> dict[str, float]:
@@ -123,16 +133,17 @@ def _result_videos(result_dir: Path, which: str) -> np.ndarray | None:
 def evaluate_paper(args: argparse.Namespace, device: str) -> dict[str, float]:
     """Table 1 video metrics and CLIP 4D metrics for whichever weights were given."""
     from . import backbones as Bk
-    from .clip4d import clip4d_metrics, composite, orbit_cameras
+    from .clip4d import clip4d_metrics, orbit_cameras
+    from .clip4d import composite as composite_on_white  # CLIP 4D: renders and reference on white
     from .results import load_gaussians, render_gaussians
     from .video import VideoBackbones, evaluate_videos, raft_flow_fn
 
     out: dict[str, float] = {}
     clip = Bk.load_clip(args.clip, device) if args.clip else None
     job = args.job if args.job is not None else args.gt
-    reference = composite(read_rgba(args.reference)) if args.reference else None
+    reference = composite_on_white(read_rgba(args.reference)) if args.reference else None
     if reference is None and job is not None and (job / "views" / "0.png").is_file():
-        reference = composite(read_rgba(job / "views" / "0.png"))
+        reference = composite_on_white(read_rgba(job / "views" / "0.png"))
     prompt = args.prompt
     if prompt is None and job is not None and (job / "job.json").is_file():
         prompt = json.loads((job / "job.json").read_text()).get("prompt") or None
@@ -151,7 +162,8 @@ def evaluate_paper(args: argparse.Namespace, device: str) -> dict[str, float]:
             raise FileNotFoundError(f"no videos/*_view*.mp4 in {args.result}; video metrics need the result's videos")
         conds = None
         if job is not None and (job / "views").is_dir():
-            conds = np.stack([composite(read_rgba(job / "views" / f"{k}.png")) for k in range(len(videos))])
+            bg = video_background(job)  # I2V: the condition on the same background as the videos
+            conds = np.stack([composite(read_rgba(job / "views" / f"{k}.png"), bg) for k in range(len(videos))])
         out.update(evaluate_videos(videos, bb, conds, args.fps)["metrics"])
     if clip is not None:
         g = load_gaussians(args.result)

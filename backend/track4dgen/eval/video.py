@@ -14,13 +14,21 @@ VBench reads them from video files):
 * **Motion smoothness** — interpolate every odd frame from its even neighbours with AMT-S
   (t = 0.5, frames padded to multiples of 16), ``(255 - mean |odd - interpolated|) / 255``
   on 8-bit frames.
-* **Temporal flicker** — ``(255 - mean |frame_f - frame_f+1|) / 255`` on 8-bit frames.
-* **Dynamic degree** — RAFT (20 iterations) flow between consecutive frames; per pair the mean of
-  the top 5 % flow magnitudes; the video is *dynamic* when at least ``round(4 F / 16)`` pairs
-  exceed ``max(1, 8 / fps) * 6 * min(H, W) / 256`` pixels (VBench's boolean; the dataset value is
-  the fraction of dynamic videos). Because the paper's Dy.Sc can exceed 1, we also report the
-  continuous statistic ``dynamic_px`` (mean top-5 % magnitude over pairs, in pixels) and
-  ``dynamic_rel`` (the same divided by the threshold). Tables must say which one they quote.
+* **Temporal flicker** — ``(255 - mean |frame_f - frame_f+1|) / 255`` on 8-bit frames (VBench
+  ``temporal_flickering``).  **This is the paper's T.Fli** (Track4DGen/Animate3D Table 1 name it
+  by VBench's dimension "temporal flickering").
+* **Subject consistency** — VBench ``subject_consistency`` (reported next to T.Fli; not the
+  paper's T.Fli): DINO ViT-B/16 CLS features (frames resized so the shorter side is 224,
+  bilinear, no antialiasing, on 8-bit values as VBench's ``dino_transform``; ImageNet norm, no
+  crop), score ``mean_{f>=1} (max(0, cos(f, f-1)) + max(0, cos(f, 0))) / 2``.
+* **Dynamic degree** — VBench's frame-interval rule first: keep every ``max(1, round(fps / 8))``-th
+  frame (so any fps is read at about 8 fps); RAFT (20 iterations) flow between consecutive kept
+  frames; per pair the mean of the top 5 % flow magnitudes; the video is *dynamic* when at
+  least ``round(4 n / 16)`` of the n kept frames' pairs exceed ``6 * min(H, W) / 256`` pixels
+  (VBench's boolean; the dataset value is the fraction of dynamic videos). Because the paper's
+  Dy.Sc can exceed 1, we also report the continuous statistic ``dynamic_px`` (mean top-5 %
+  magnitude over pairs, in pixels) and ``dynamic_rel`` (the same divided by the threshold).
+  Tables must say which one they quote.
 * **Aesthetic quality** — LAION linear head on the unit-normalised CLIP ViT-L/14 image embedding
   (shorter side 224 bicubic, centre crop, CLIP norm), divided by 10, mean over frames.
 """
@@ -34,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbones import InputPadder, dino_preprocess
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, InputPadder, dino_preprocess, normalize, resize_shorter
 
 FlowFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (img1, img2 in 0..255) -> flow [B,2,H,W]
 InterpFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (img0, img1, t) -> img in [0,1]
@@ -115,6 +123,7 @@ class DynamicResult:
     pair_scores_px: list[float]
     threshold_px: float
     count_needed: int
+    interval: int = 1  # frames kept: every interval-th (VBench: max(1, round(fps / 8)))
 
     @property
     def dynamic_px(self) -> float:
@@ -125,13 +134,23 @@ class DynamicResult:
         return self.dynamic_px / self.threshold_px
 
 
+def vbench_frame_interval(fps: float) -> int:
+    """VBench's dynamic-degree frame step: videos are read at about 8 fps whatever their rate."""
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return max(1, round(fps / 8))
+
+
 @torch.no_grad()
 def dynamic_degree(video: np.ndarray, flow_model: FlowFn, fps: float = 8.0, device: str | torch.device = "cpu") -> DynamicResult:
     """VBench dynamic degree of one video with an injected flow estimator (RAFT in the paper)."""
-    v = to_uint8(_check_video(video))
+    interval = vbench_frame_interval(fps)
+    v = to_uint8(_check_video(video))[::interval]
+    if len(v) < 2:
+        raise ValueError(f"dynamic degree needs >= 2 frames after keeping every {interval}-th (fps {fps})")
     frames = _frames_tensor(v)
     h, w = frames.shape[-2:]
-    threshold = max(1.0, 8.0 / fps) * 6.0 * (min(h, w) / 256.0)
+    threshold = 6.0 * (min(h, w) / 256.0)
     count_needed = round(4 * (len(frames) / 16.0))
     padder = InputPadder(frames.shape, 8)
     (padded,) = padder.pad(frames)
@@ -140,7 +159,19 @@ def dynamic_degree(video: np.ndarray, flow_model: FlowFn, fps: float = 8.0, devi
         flow = flow_model(padded[i : i + 1].to(device), padded[i + 1 : i + 2].to(device))
         scores.append(flow_top5_magnitude(flow.float().cpu()))  # on the padded field, as VBench
     moving = sum(s > threshold for s in scores) >= count_needed
-    return DynamicResult(bool(moving), scores, threshold, count_needed)
+    return DynamicResult(bool(moving), scores, threshold, count_needed, interval)
+
+
+@torch.no_grad()
+def subject_consistency(video: np.ndarray, dino: Callable[[torch.Tensor], torch.Tensor], device: str | torch.device = "cpu") -> float:
+    """VBench subject consistency (module doc) with an injected DINO feature extractor."""
+    v = to_uint8(_check_video(video))
+    x = resize_shorter(_frames_tensor(v), 224, mode="bilinear")
+    x = x.round().clamp(0, 255) / 255.0  # torchvision resizes the uint8 frames (rounding) before /255
+    feats = F.normalize(dino(normalize(x, IMAGENET_MEAN, IMAGENET_STD).to(device)).float().cpu(), dim=-1)
+    to_prev = (feats[1:] * feats[:-1]).sum(-1).clamp_min(0)
+    to_first = (feats[1:] * feats[:1]).sum(-1).clamp_min(0)
+    return float(((to_prev + to_first) / 2).mean())
 
 
 @torch.no_grad()
@@ -218,8 +249,10 @@ def evaluate_videos(videos: np.ndarray, backbones: VideoBackbones, cond_images: 
             add("dynamic_degree", float(d.moving))
             add("dynamic_px", d.dynamic_px)
             add("dynamic_rel", d.dynamic_rel)
-        if b.dino is not None and cond_images is not None:
-            add("i2v_subject", i2v_subject(vid, cond_images[k], b.dino, b.device))
+        if b.dino is not None:
+            add("subject_consistency", subject_consistency(vid, b.dino, b.device))
+            if cond_images is not None:
+                add("i2v_subject", i2v_subject(vid, cond_images[k], b.dino, b.device))
         if b.clip is not None and b.aesthetic_head is not None:
             add("aesthetic_quality", aesthetic_quality(vid, b.clip, b.aesthetic_head))
     return {

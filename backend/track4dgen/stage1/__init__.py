@@ -39,6 +39,12 @@ API (stable; the trainer in ``training/`` builds on it)
     views ``[V, 3, H, W]`` in [0, 1] (grey-composited RGB) -> videos ``[V, F, 3, H, W]`` in [0, 1]
     (+ features ``[V, F, C, h', w']``).
 
-``sds.make_sds_fn(components, views, prompt, cameras, ...) -> sds_fn(renders [V,F,3,H,W]) -> loss``
+``sds.make_sds_fn(components, views, prompt, cameras, ...) -> sds_fn(renders [V,F,3,H,W], cameras=None) -> loss``
+    (``cameras``: the V world->camera matrices or [V,16] vectors the renders came from; Stage Two
+    passes its random SDS orbit, ``stage2.sds_cameras``).
+``camera_embed.camera_tensor(w2cs)`` — [V,16] vectors in the released weights' convention (our
+    world turned +90 degrees about Z: rig view i = the reference's view i).
+``weights.convert_reference_unet`` / ``config_from_reference`` — the reference implementation's
+    state dicts and U-Net configs in our names (tests/test_stage1_parity.py).
 ``run.run_stage1(job, reporter, work_dir) -> (videos [V,F,H,W,4], features | None, sds_fn | None)``
 """

@@ -113,22 +113,39 @@ def fetch_sources(local_files_only: bool | None = None, sources: Iterable[HubSou
 # ------------------------------------------------------------------------------ state dicts
 
 
+_WRAPPERS = ("state_dict", "module", "model")  # Lightning / DeepSpeed / plain-torch training saves
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """safetensors, or a torch pickle (.ckpt/.bin/.pt) loaded with weights_only; unwraps
-    ``{"state_dict": ...}`` and a DDP ``module.`` prefix."""
+    """Tensors of a weights file: safetensors, or a torch pickle (.ckpt/.bin/.pt).
+
+    Pickles are read weights-only, or — when they also hold Python objects — with a reader
+    that keeps tensors and never runs the file's code (``pickle_reader``); non-tensor entries
+    are dropped.  Unwraps ``{"state_dict"|"module"|"model": ...}`` and a DDP ``module.``
+    prefix, flattens IP-Adapter's nested ``{"image_proj": ..., "ip_adapter": ...}``.  Keeps
+    the stored dtype (``load_checked`` casts).  Any unreadable file is a ``WeightsError``."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    fix = f"Re-download it with `{DOWNLOAD_CMD}` (or delete it from the Hugging Face cache first)."
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        sd = load_file(str(path))
-    else:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        if isinstance(sd, Mapping) and "state_dict" in sd:
-            sd = sd["state_dict"]
+            sd = load_file(str(path))
+        else:
+            from .pickle_reader import load_pickle
+
+            sd = load_pickle(path)
+    except Exception as exc:  # truncated downloads, HTML error pages, foreign formats
+        raise WeightsError(f"weights file {path} could not be read ({type(exc).__name__}: {str(exc)[:200]})", hint=fix) from exc
+    while isinstance(sd, Mapping) and not any(isinstance(v, torch.Tensor) for v in sd.values()):
+        inner = next((sd[k] for k in _WRAPPERS if isinstance(sd.get(k), Mapping)), None)
+        if inner is None:
+            break
+        sd = inner
     if not isinstance(sd, Mapping):
-        raise WeightsError(f"{path} does not hold a state dict")
+        raise WeightsError(f"{path} does not hold a state dict (found {type(sd).__name__})", hint=fix)
     flat: dict[str, torch.Tensor] = {}
 
     def walk(prefix: str, d: Mapping) -> None:  # IP-Adapter .bin nests {"image_proj": {...}, "ip_adapter": {...}}
@@ -140,7 +157,95 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 flat[key[7:] if key.startswith("module.") else key] = v
 
     walk("", sd)
+    if not flat:
+        raise WeightsError(f"{path} holds no tensors", hint=fix)
     return flat
+
+
+# Renames between the reference implementation's own state dict (Animate3D on diffusers 0.28, e.g.
+# ``torch.save(unet.state_dict())`` of its inference model) and ours.  diffusers 0.28 wraps the
+# IP-Adapter projection in ``MultiIPAdapterImageProjection`` (a list holding one projection); we
+# keep the single projection.  Every other key is the same (tests/test_stage1_parity.py).
+REFERENCE_RENAMES: tuple[tuple[str, str], ...] = (("encoder_hid_proj.image_projection_layers.0.", "encoder_hid_proj."),)
+
+# The reference builds its U-Net with ``MVUNetMotionModel.from_unet2d``, which leaves the spatial
+# attention at that class's default of 8 heads whatever the 2-D config's ``attention_head_dim``
+# says (observed on the parity fixtures: 8 heads for attention_head_dim 2).  SD1.5/MVDream has
+# attention_head_dim 8, so the released model is unaffected; narrow test configs are not.
+REFERENCE_SPATIAL_HEADS = 8
+
+_BLOCK_TYPES = {"CrossAttnDownBlock2D": "CrossAttnDownBlockMotion", "DownBlock2D": "DownBlockMotion",
+                "CrossAttnUpBlock2D": "CrossAttnUpBlockMotion", "UpBlock2D": "UpBlockMotion"}
+
+
+def convert_reference_unet(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A reference (Animate3D) U-Net state dict -> our key names (``REFERENCE_RENAMES`` only)."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        for old, new in REFERENCE_RENAMES:
+            if k.startswith(old):
+                k = new + k[len(old):]
+        out[k] = v
+    return out
+
+
+def config_from_reference(unet: Mapping, adapter: Mapping | None = None, *, name: str = "reference",
+                          **fields_: object) -> MVVDMConfig:
+    """Our ``MVVDMConfig`` from a reference U-Net config (MVDream ``unet/config.json`` /
+    ``UNet2DConditionModel`` kwargs, 2-D block names) and an AnimateDiff adapter config.
+
+    Keys we do not use (``_class_name``, ``flip_sin_to_cos``, ``center_input_sample``, ...) are
+    accepted and ignored, as diffusers' ``from_config`` ignores them; the tensors are checked
+    strictly when loading.  Values that would build a different network raise ``WeightsError``.
+    ``fields_`` set the data layout (``num_views``, ``num_frames``, ``resolution``, ``ip_embed_dim``)."""
+    try:
+        down = tuple(_BLOCK_TYPES[b] for b in unet["down_block_types"])
+        up = tuple(_BLOCK_TYPES[b] for b in unet["up_block_types"])
+        kw: dict[str, object] = dict(
+            block_out_channels=tuple(unet["block_out_channels"]), down_block_types=down, up_block_types=up,
+            layers_per_block=int(unet.get("layers_per_block", 2)), norm_num_groups=int(unet.get("norm_num_groups", 32)),
+            cross_attention_dim=int(unet["cross_attention_dim"]), num_attention_heads=REFERENCE_SPATIAL_HEADS,
+            in_channels=int(unet.get("in_channels", 4)), camera_dim=int(unet.get("camera_embedding_dim") or 16))
+    except KeyError as exc:
+        raise WeightsError(f"U-Net config has no usable {exc} entry (block types must be SD-1.5's 2-D blocks)",
+                           hint="Pass the MVDream unet/config.json (diffusers format).") from exc
+    for key, want in (("use_linear_projection", False), ("norm_eps", 1e-5), ("act_fn", "silu"),
+                      ("out_channels", kw["in_channels"])):
+        if key in unet and unet[key] is not None and unet[key] != want:
+            raise WeightsError(f"U-Net config {key}={unet[key]!r}: this MV-VDM is built with {key}={want!r}",
+                               hint="Use the SD-1.5 based MVDream U-Net (yanqinJiang/mvdream-sd1.5-diffusers).")
+    if adapter:
+        kw["motion_num_attention_heads"] = int(adapter.get("motion_num_attention_heads", 8))
+        kw["motion_max_seq_length"] = int(adapter.get("motion_max_seq_length", 32))
+        blocks = tuple(adapter.get("block_out_channels", kw["block_out_channels"]))
+        if blocks != kw["block_out_channels"]:
+            raise WeightsError(f"motion adapter widths {list(blocks)} differ from the U-Net's {list(kw['block_out_channels'])}")
+    kw.update(fields_)
+    return MVVDMConfig(name=name, **kw)  # type: ignore[arg-type]
+
+
+_STRUCTURE = ("block_out_channels", "down_block_types", "up_block_types", "layers_per_block", "norm_num_groups",
+              "cross_attention_dim", "in_channels", "camera_dim")
+
+
+def check_unet_config(config: MVVDMConfig, path: Path) -> None:
+    """The base U-Net's ``config.json`` (MVDream, diffusers format) must describe our network.
+
+    Keys we do not use are accepted and ignored (as the reference's ``from_config`` does); the
+    structural ones must agree with ``config`` — the tensors are then checked strictly."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not a readable JSON config ({exc})", hint=f"Re-download it with `{DOWNLOAD_CMD}`.") from exc
+    try:
+        theirs = config_from_reference(raw)
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: {exc}", hint=exc.hint) from exc
+    diff = [(k, getattr(theirs, k), getattr(config, k)) for k in _STRUCTURE if getattr(theirs, k) != getattr(config, k)]
+    if diff:
+        lines = ", ".join(f"{k}: file {a!r} vs model {b!r}" for k, a, b in diff)
+        raise WeightsError(f"{path} describes a different U-Net ({lines})",
+                           hint="Use yanqinJiang/mvdream-sd1.5-diffusers for the animate3d model, or pass the matching config.")
 
 
 def convert_motion_adapter(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -262,6 +367,8 @@ def assemble_unet_state_dict(model: MVVDM, folders: Mapping[str, Path]) -> dict[
     unet_file = _find(base, "unet/diffusion_pytorch_model.safetensors|unet/diffusion_pytorch_model.bin")
     if unet_file is None:
         raise WeightsError(f"base U-Net weights (unet/diffusion_pytorch_model.safetensors) are missing in {base}")
+    if (base / "unet" / "config.json").is_file():
+        check_unet_config(model.config, base / "unet" / "config.json")
     sd.update(read_state_dict(unet_file))
     sd.update(convert_motion_adapter(read_state_dict(folders["motion"] / "diffusion_pytorch_model.safetensors")))
     if model.config.use_ip_adapter:
@@ -269,7 +376,7 @@ def assemble_unet_state_dict(model: MVVDM, folders: Mapping[str, Path]) -> dict[
         if ip_file is None:
             raise WeightsError(f"IP-Adapter weights models/ip-adapter_sd15.safetensors are missing in {folders['ip_adapter']}")
         sd.update(convert_ip_adapter(read_state_dict(ip_file), model))
-    sd.update(read_state_dict(folders["animate3d"] / "animate3d_motion_modules.ckpt"))
+    sd.update(convert_reference_unet(read_state_dict(folders["animate3d"] / "animate3d_motion_modules.ckpt")))
     return sd
 
 

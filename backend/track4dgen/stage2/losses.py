@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 
-SdsFn = Callable[[torch.Tensor], torch.Tensor]
+SdsFn = Callable[..., torch.Tensor]  # sds_fn(renders [V,F,3,H,W], cameras=None) -> scalar
 
 
 def composite(rgba: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
@@ -130,11 +130,12 @@ def arap_loss(
     return loss
 
 
-def sds_loss(sds_fn: SdsFn | None, renders: torch.Tensor) -> torch.Tensor | None:
-    """The 4D-SDS hook: ``sds_fn(renders [V,F,3,H,W] in [0,1]) -> scalar``; None when off."""
+def sds_loss(sds_fn: SdsFn | None, renders: torch.Tensor, cameras=None) -> torch.Tensor | None:
+    """The 4D-SDS hook: ``sds_fn(renders [V,F,3,H,W] in [0,1], cameras) -> scalar``; None when off.
+    ``cameras``: the V world->camera matrices the renders were made from (None = the job's)."""
     if sds_fn is None:
         return None
-    loss = sds_fn(renders)
+    loss = sds_fn(renders) if cameras is None else sds_fn(renders, cameras)
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
         raise TypeError("sds_fn must return a scalar torch tensor")
     return loss

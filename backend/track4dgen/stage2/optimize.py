@@ -4,7 +4,7 @@ Phase 1 (``iters_rec``): masked reconstruction + ARAP on random batches of (view
 with frames unlocked progressively (``unlocked_frames``, Animate3D's schedule): frame 0 alone,
 then one more frame every ``progressive_iters_per_frame`` iterations.
 Phase 2 (``iters_sds``): every frame; reconstruction + ARAP + 4D-SDS (when Stage One gives an
-``sds_fn``; the SDS hook receives all views x frames, so phase 2 renders every image each step).
+``sds_fn``; it scores all frames rendered from a random 4-view orbit each step, ``sds_cameras.py``).
 ``freeze_canonical`` stops the canonical shape learning once motion frames are in
 (``canonical_frozen``).
 
@@ -28,8 +28,9 @@ import torch
 from ..job import ProgressReporter, finite_or_raise
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Stage2Config
-from .losses import SdsFn, arap_loss, knn_indices, reconstruction_loss, sds_loss
+from .losses import SdsFn, arap_loss, knn_indices, reconstruction_loss
 from .model import Anchor, FrameGaussians, Stage2Model
+from .sds_cameras import random_view_sds
 
 RenderFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -180,8 +181,7 @@ class Trainer:
         nv = self.data.num_views
         nf = unlocked_frames(iteration, self.cfg, self.data.num_frames)
         total = nv * nf
-        in_sds_phase = iteration >= self.cfg.iters_rec and self.sds_fn is not None
-        b = total if in_sds_phase else max(1, min(self.cfg.batch_images, total))
+        b = max(1, min(self.cfg.batch_images, total))  # SDS renders its own cameras (sds_cameras.py)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
         picks = torch.randperm(total, generator=gen)[:b].tolist()
         groups: dict[int, list[int]] = {}
@@ -203,7 +203,6 @@ class Trainer:
         rec_total, arap_total, n_img = 0.0, 0.0, 0
         loss = torch.zeros((), device=data.images.device)
         stats = {"rec_rgb": 0.0, "rec_mask": 0.0}
-        sds_renders = {}
         for frame, views in groups.items():
             rgb, alpha, state = render_frame(self.model, data, frame, views, self.render_fn, cfg.raster_backend, cfg.raster_mode, anchor)
             rec, parts = reconstruction_loss(rgb, alpha, data.images[views, frame], data.background, cfg.rec_pyramid_levels)
@@ -217,15 +216,14 @@ class Trainer:
                 ar = arap_loss(self.model.gaussians.means, state.means, self.neighbours, samples, cfg.arap_relative, state.dq)
                 loss = loss + cfg.w_arap * ar * weight
                 arap_total += float(ar.detach()) * weight
-            if phase2 and self.sds_fn is not None:
-                sds_renders[frame] = (views, rgb)
         loss = loss / n_img
         out = {"rec": rec_total / n_img, **{k: v / n_img for k, v in stats.items()}}
         if use_arap:
             out["arap"] = arap_total / n_img
-        if phase2 and self.sds_fn is not None:
-            renders = self._stack_renders(sds_renders)
-            sds = sds_loss(self.sds_fn, renders)
+        if phase2 and self.sds_fn is not None:  # 4D-SDS from a random orbit (stage2/sds_cameras.py)
+            render_sds = lambda f, viewmats, Ks: self._render_for_sds(f, viewmats, Ks, anchor)  # noqa: E731
+            sds, _ = random_view_sds(self.sds_fn, render_sds, data.num_views, data.num_frames, data.size,
+                                     torch.Generator().manual_seed(self.seed * 104_729 + iteration), data.viewmats.device)
             if sds is not None:
                 loss = loss + cfg.w_sds * sds
                 out["sds"] = float(sds.detach())
@@ -264,15 +262,11 @@ class Trainer:
         offset = ((g.means - self.canon_means0) * g.normals).sum(-1, keepdim=True)
         g.means.sub_(offset * g.normals)
 
-    def _stack_renders(self, renders: dict[int, tuple[list[int], torch.Tensor]]) -> torch.Tensor:
-        """[V, F, 3, H, W] from the per-frame renders (phase 2 renders every view and frame)."""
-        nv, nf = self.data.num_views, self.data.num_frames
-        rows = []
-        for f in range(nf):
-            views, rgb = renders[f]
-            order = [views.index(v) for v in range(nv)]
-            rows.append(rgb[order])
-        return torch.stack(rows, dim=1).permute(0, 1, 4, 2, 3).clamp(0, 1)
+    def _render_for_sds(self, frame: int, viewmats: torch.Tensor, Ks: torch.Tensor, anchor: Anchor | None) -> torch.Tensor:
+        """rgb [C, H, W, 3] of ``frame`` in the SDS cameras (on the training background)."""
+        d = self.data
+        return render_state(self.model, self.model.frame(frame, anchor), viewmats, Ks, d.size, d.background, self.render_fn,
+                            self.cfg.raster_backend, self.cfg.raster_mode)[0]
 
     def _set_lrs(self, iteration: int) -> None:
         """Exponential decay of the field's and the means' learning rates to ``lr_final_ratio``;

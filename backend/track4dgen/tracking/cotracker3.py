@@ -351,8 +351,9 @@ def grid_points(size: int, extent: Sequence[int]) -> torch.Tensor:
 class CoTracker3Predictor(nn.Module):
     """Runs the offline model the way the official predictor does, at 384x512.
 
-    ``support_grid_frame`` is the query frame of the 6x6 helper grid that is tracked along with the
-    user's points and dropped from the output ("last" reproduces the reference fixture).
+    A 6x6 helper grid queried on frame 0 (the official predictor's choice) is tracked along
+    with the user's points and dropped from the output.  (The shared fixture cannot tell frame 0
+    from the last frame with its degenerate weights; with real weights they differ by ~0.02 px.)
     """
 
     def __init__(
@@ -361,7 +362,6 @@ class CoTracker3Predictor(nn.Module):
         iters: int = 6,
         vis_threshold: float = 0.9,
         support_grid_size: int = 6,
-        support_grid_frame: str = "last",
     ) -> None:
         super().__init__()
         self.model = model if model is not None else CoTracker3Offline()
@@ -369,9 +369,6 @@ class CoTracker3Predictor(nn.Module):
         self.iters = iters
         self.vis_threshold = vis_threshold
         self.support_grid_size = support_grid_size
-        if support_grid_frame not in ("first", "last"):
-            raise ValueError("support_grid_frame must be 'first' or 'last'")
-        self.support_grid_frame = support_grid_frame
 
     @torch.no_grad()
     def forward(
@@ -408,8 +405,7 @@ class CoTracker3Predictor(nn.Module):
         add_support = grid_size == 0 or segm_mask is not None  # as the official predictor
         if add_support:
             sg = grid_points(self.support_grid_size, (mh, mw)).to(video.device)
-            t0 = float(T - 1) if self.support_grid_frame == "last" else 0.0
-            sg = torch.cat([torch.full_like(sg[:, :1], t0), sg], dim=1)[None].repeat(B, 1, 1)
+            sg = torch.cat([torch.zeros_like(sg[:, :1]), sg], dim=1)[None].repeat(B, 1, 1)  # frame 0
             q_all = torch.cat([q, sg], dim=1)
         else:
             q_all = q
