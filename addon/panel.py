@@ -42,23 +42,21 @@ class VIEW3D_PT_track4dgen(bpy.types.Panel):
         else:
             col.label(text=f"Frames {context.scene.frame_start}–{context.scene.frame_start + s.frames - 1}", icon="TIME")
 
-        obj = context.active_object
-        if obj is None or obj.type != "MESH":
+        selected = [o for o in context.selected_objects if o.type == "MESH"]
+        if not selected:
             layout.label(text="Select one mesh object", icon="INFO")
+        elif len(selected) > 1:
+            layout.label(text=f"{len(selected)} meshes: animated as one object", icon="INFO")
         if running:
-            label = st.stage or "starting"
-            text = f"{label} {st.step}/{st.total}" if st.total else label
             eta = _fmt_eta(st.eta_s)
-            layout.progress(factor=st.fraction, type="BAR", text=f"{text}  {eta}".strip())
-            if st.message:
-                layout.label(text=st.message)
+            layout.progress(factor=st.fraction, type="BAR", text=f"{st.label or 'Starting'}  {eta}".strip())
             layout.operator("track4dgen.cancel", icon="CANCEL")
         else:
             layout.operator("track4dgen.animate_selected", icon="PLAY")
             if st.status == "cancelled":
                 layout.label(text="Last job was cancelled", icon="INFO")
             elif st.result_object and st.status == "done":
-                layout.label(text=f"Imported {st.result_object}", icon="CHECKMARK")
+                layout.label(text=f"Imported {st.result_object}: press play", icon="CHECKMARK")
 
         if st.last_error:
             box = layout.box()
@@ -67,9 +65,17 @@ class VIEW3D_PT_track4dgen(bpy.types.Panel):
                 box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
             for line in _wrap(st.last_hint, 40):
                 box.label(text=line, icon="BLANK1")
-            if st.job_dir and st.status == "failed":
-                op = box.operator("wm.path_open", text="Open Job Folder", icon="FILE_FOLDER")
-                op.filepath = st.job_dir
+            if st.last_error_code == "missing_weights" and not session.download_running():
+                box.operator("track4dgen.download_weights", icon="IMPORT")
+        if session.download_running():
+            p = session.DOWNLOAD.progress
+            layout.progress(factor=p.fraction, type="BAR", text=f"Downloading weights: part {min(p.step + 1, p.total)} of {p.total}"
+                            if p.total else "Downloading weights")
+            layout.operator("track4dgen.cancel_download", icon="CANCEL")
+        if st.job_dir and not running:
+            row = layout.row(align=True)
+            row.operator("track4dgen.open_job_folder", icon="FILE_FOLDER")
+            row.operator("track4dgen.cleanup_jobs", text="Clean Up", icon="TRASH")
 
 
 def _wrap(text: str, width: int) -> list[str]:

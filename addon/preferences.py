@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from . import backend_setup, runner
 from .errors import AddonError
@@ -104,6 +104,8 @@ class TRACK4DGEN_AP_preferences(bpy.types.AddonPreferences):
                          description="Engine for the four conditioning renders")
     keep_jobs: BoolProperty(name="Keep Job Folders", default=True,
                             description="Keep finished job folders (failed ones are always kept for inspection)")
+    keep_days: IntProperty(name="Keep Jobs (days)", default=14, min=0, soft_max=365,
+                           description="When a job starts, remove job folders older than this many days (0: keep all)")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -127,7 +129,12 @@ class TRACK4DGEN_AP_preferences(bpy.types.AddonPreferences):
         row.prop(self, "preset")
         row.prop(self, "model")
         layout.prop(self, "engine")
-        layout.prop(self, "keep_jobs")
+        row = layout.row()
+        row.prop(self, "keep_jobs")
+        row.prop(self, "keep_days")
+        row = layout.row(align=True)
+        row.operator("track4dgen.open_jobs_folder", icon="FILE_FOLDER")
+        row.operator("track4dgen.cleanup_jobs", icon="TRASH")
 
 
 def get_preferences(context: bpy.types.Context | None = None):
@@ -151,6 +158,7 @@ class BackendConfig:
     model: str = "animate3d"
     engine: str = "AUTO"
     keep_jobs: bool = True
+    keep_days: int = 0  # 0: keep all (scripts); the preference defaults to 14
 
     def __repr__(self) -> str:
         return (f"BackendConfig(mode={self.mode!r}, python={self.python!r}, url={self.url!r}, "
@@ -184,6 +192,7 @@ def backend_config(context: bpy.types.Context | None = None) -> BackendConfig:
             url=prefs.remote_url, token=prefs.remote_token, weights_dir=prefs.weights_dir,
             jobs_dir=bpy.path.abspath(prefs.jobs_dir) if prefs.jobs_dir else "",
             preset=prefs.preset, model=prefs.model, engine=prefs.engine, keep_jobs=prefs.keep_jobs,
+            keep_days=prefs.keep_days,
         )
     if not cfg.python:
         env_dir = bpy.path.abspath(prefs.setup_env_dir) if prefs is not None and prefs.setup_env_dir else default_setup_env()

@@ -241,7 +241,7 @@ class BackendJob(_JobBase):
                 self._queue.put(event)
         self.proc.stdout.close()
 
-    def _log_tail(self, n: int = 15) -> str:
+    def log_tail(self, n: int = 15) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
@@ -270,7 +270,7 @@ class BackendJob(_JobBase):
         elif rc == 0:
             self._incomplete()
         else:
-            tail = self._log_tail()
+            tail = self.log_tail()
             detail = f": {tail.splitlines()[-1]}" if tail else ""
             self._fail("backend_crashed", f"the backend exited with code {rc}{detail}",
                        f"The job folder is kept for inspection; see {self.log_path}.")
