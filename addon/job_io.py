@@ -177,14 +177,17 @@ def world_mesh(objs, depsgraph: bpy.types.Depsgraph) -> bpy.types.Mesh:
             with bpy.context.temp_override(scene=scene, view_layer=scene.view_layers[0], active_object=parts[0],
                                            object=parts[0], selected_objects=parts, selected_editable_objects=parts):
                 bpy.ops.object.join()
-        finally:
             joined = parts[0].data
-            for part in parts:
-                bpy.data.objects.remove(part)
+        finally:  # join removed the other parts; their meshes are left without users
+            part_names = [f"T4DG_part_{i}" for i in range(len(parts))]
+            mesh_names = [m.name for m in meshes[1:]]
+            for name in part_names:
+                if name in bpy.data.objects:
+                    bpy.data.objects.remove(bpy.data.objects[name])
             bpy.data.scenes.remove(scene)
-            for m in meshes[1:]:
-                if m.name in bpy.data.meshes and m.users == 0:
-                    bpy.data.meshes.remove(m)
+            for name in mesh_names:
+                if name in bpy.data.meshes and bpy.data.meshes[name].users == 0:
+                    bpy.data.meshes.remove(bpy.data.meshes[name])
         meshes = [joined]
     mesh = meshes[0]
     mesh.name = f"T4DG_norm_{objs[0].name}"

@@ -210,6 +210,9 @@ class BackendJob(_JobBase):
             raise RuntimeError("job already started")
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONUNBUFFERED"] = "1"  # progress lines must arrive as they are printed
+        # The backend watches its stdin: when this process dies the pipe closes and it stops
+        # (track4dgen.lifeline); nothing is written to it.
+        env["TRACK4DGEN_WATCH_STDIN"] = "1"
         # Blender sets PYTHONHOME/PYTHONPATH for its own interpreter; they would break another one.
         for key in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP"):
             env.pop(key, None)
@@ -221,7 +224,7 @@ class BackendJob(_JobBase):
         else:
             kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         try:
-            self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.PIPE,
                                          env=env, cwd=str(self.job_dir), **kwargs)
         except OSError as exc:
             self._log.close()
@@ -261,6 +264,8 @@ class BackendJob(_JobBase):
         new += self._drain()
         if self._log is not None:
             self._log.close()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
         self.finished_at = time.monotonic()
         if self._cancel_requested:
             self._state.status = CANCELLED

@@ -115,6 +115,8 @@ def test_backend_hints_match_the_readme(registered):
         assert name in runner.SETUP_HINT and name in section
     # the wheel command the set-up error suggests is the one the README gives
     assert "python -m pip wheel --no-deps -w dist ." in section
+    # Blender's build command fails when --output-dir does not exist: the README creates it first
+    assert section.index("mkdir -p dist") < section.index("extension build --source-dir . --output-dir dist")
     # every UI name the README puts in italics or bold exists in the add-on
     shown = _ui_names()
     for name in re.findall(r"\*\*?([A-Z][A-Za-z ]+?)\*\*?", section):

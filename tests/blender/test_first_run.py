@@ -10,6 +10,7 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
@@ -127,6 +128,9 @@ def test_open_and_clean_up_job_folders(registered, tmp_path):
     cfg.keep_days = 7
     session.cleanup_old_jobs(cfg)  # the retention preference, applied when a job starts
     assert not old.exists() and new.exists() and stray.exists()
+    session.ACTIVE = types.SimpleNamespace(job_dir=new, finished=False)  # a running job is never removed
+    assert session.cleanup_jobs(jobs) == (0, 0) and new.exists()
+    session.ACTIVE = None
     _state().job_dir = str(new)
     assert bpy.ops.track4dgen.open_job_folder.poll()
     assert bpy.ops.track4dgen.cleanup_jobs() == {"FINISHED"}
@@ -154,3 +158,86 @@ def test_batch_checks_the_weights_once_before_any_object(tmp_path, backend_pytho
     assert [e.get("error") for e in events] == ["missing_weights"], "one answer for all three objects"
     assert "Download Weights" in events[0]["hint"] or "download" in events[0]["hint"].lower()
     assert not any("object" in e for e in events) and not list((tmp_path / "out" / "jobs").glob("*/views"))
+
+
+PARENT = '''
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from addon import runner
+python, job_dir = sys.argv[2], sys.argv[3]
+job = runner.BackendJob(python, job_dir, job_dir + "/result").start()
+while not any("stage" in e for e in job.poll()):
+    time.sleep(0.1)
+print(job.proc.pid, flush=True)
+time.sleep(600)
+'''
+
+
+@pytest.mark.skipif(os.name != "posix", reason="kills a process group with POSIX signals")
+def test_backend_stops_when_blender_dies(tmp_path, backend_python):
+    """The process that started the backend is killed (SIGKILL: no clean-up of its own); the
+    backend notices its stdin closing and stops within seconds, leaving no half-written result."""
+    import signal
+    import subprocess
+    import sys
+
+    from track4dgen.synthetic import write_job
+
+    ROOT = Path(__file__).resolve().parents[2]
+    job = write_job("hopper", tmp_path / "job", resolution=24, frames=4,
+                    stage2_overrides={"iters_rec": 100000, "iters_sds": 0, "num_gaussians": 300, "checkpoint_every": 0})
+    (tmp_path / "parent.py").write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(ROOT), backend_python, str(job)],
+                              stdout=subprocess.PIPE, text=True)
+    line = parent.stdout.readline()
+    assert line.strip().isdigit(), "the parent saw the backend's first progress line"
+    child = int(line)
+    os.kill(child, 0)  # the backend is running
+    parent.kill()
+    parent.wait()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.killpg(child, signal.SIGKILL)
+        raise AssertionError("the backend kept running after its parent died")
+    stopped_s = time.monotonic() - t0
+    print(f"backend stopped {stopped_s:.1f} s after its parent was killed")
+    assert not (job / "result").exists() and not list(job.glob(".result.tmp-*")), "no half-written result"
+    assert "parent process is gone" in (job / runner.LOG_NAME).read_text()
+
+
+def test_several_selected_meshes_are_animated_as_one(registered, tmp_path):
+    monkey = _monkey()
+    bpy.ops.mesh.primitive_cube_add(location=(-3.0, 0.0, 0.0))
+    cube = bpy.context.active_object
+    for o in bpy.context.view_layer.objects:
+        o.select_set(o in (monkey, cube))
+    bpy.context.view_layer.objects.active = cube
+    objs = job_io.selected_sources(bpy.context)
+    assert [o.name for o in objs] == [cube.name, monkey.name], "the active mesh first"
+    before = _snapshot()
+    mesh, center, scale = job_io.normalised_mesh(objs, bpy.context.evaluated_depsgraph_get())
+    try:
+        assert len(mesh.vertices) == len(monkey.data.vertices) + len(cube.data.vertices)
+        assert len(mesh.materials) >= 0 and len(mesh.polygons) == len(monkey.data.polygons) + len(cube.data.polygons)
+        world = [np.array(o.matrix_world @ v.co) for o in objs for v in o.data.vertices]
+        lo, hi = np.min(world, axis=0), np.max(world, axis=0)
+        assert np.allclose(center, 0.5 * (lo + hi), atol=1e-5), "one frame for both meshes"
+    finally:
+        bpy.data.meshes.remove(mesh)
+    assert _snapshot() == before, "joining leaves no temporary objects, meshes or scenes"
+    settings = job_io.settings_with_overrides(job_io.JobSettings(prompt="x"), {k: TINY[k] for k in ("resolution", "samples", "engine")})
+    info = job_io.prepare_job(bpy.context, objs, tmp_path / "job", settings)
+    assert info["source_objects"] == [cube.name, monkey.name] and info["source_object"] == cube.name
+    assert _snapshot() == before
+    # a camera among the selection is refused with the fix
+    cam = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    registered.collection.objects.link(cam)
+    cam.select_set(True)
+    with pytest.raises(job_io.AddonError, match="'Cam' is not a mesh"):
+        job_io.selected_sources(bpy.context)
