@@ -67,6 +67,8 @@ class VIEW3D_PT_track4dgen(bpy.types.Panel):
                 box.label(text=line, icon="BLANK1")
             if st.last_error_code == "missing_weights" and not session.download_running():
                 box.operator("track4dgen.download_weights", icon="IMPORT")
+            elif st.last_error_code == "backend_missing":
+                box.operator("screen.userpref_show", text="Open Preferences", icon="PREFERENCES")
         if session.download_running():
             p = session.DOWNLOAD.progress
             layout.progress(factor=p.fraction, type="BAR", text=f"Downloading weights: part {min(p.step + 1, p.total)} of {p.total}"

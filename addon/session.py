@@ -132,6 +132,16 @@ def check_backend(cfg: BackendConfig, settings: job_io.JobSettings | None = None
         check_outcome(check, cfg, settings)
 
 
+def plain_message(message: str, limit: int = 200) -> str:
+    """One readable line for the panel: a library's multi-line error (or a traceback) keeps only
+    its last meaningful line here; the full text stays in backend.log."""
+    lines = [ln.strip() for ln in str(message).strip().splitlines() if ln.strip()]
+    if not lines:
+        return "the backend failed"
+    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 class AnimateSession:
     """One "animate this object" run, advanced by :meth:`step` (UI timer) or :meth:`run` (blocking).
 
@@ -298,7 +308,7 @@ class AnimateSession:
         hint = err.hint or f"See {self.job_dir / runner.LOG_NAME}."
         if "job folder" not in hint.lower():
             hint = f"{hint} Job folder kept: {self.job_dir}"
-        return AddonError(err.message, hint, err.code)
+        return AddonError(plain_message(err.message), hint, err.code)
 
     def finish(self, context: bpy.types.Context) -> bpy.types.Object | None:
         """After the job ended: import on success, raise AddonError on failure, None if cancelled."""

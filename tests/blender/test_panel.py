@@ -105,6 +105,15 @@ def test_missing_weights_offer_the_download(registered):
     log = _draw(bpy.context)
     assert ("operator", "track4dgen.download_weights") in log
     assert not any("Traceback" in str(e) for e in log)
+    st.last_error_code = "backend_missing"
+    assert ("operator", "screen.userpref_show") in _draw(bpy.context), "the way to Set Up Backend"
+
+
+def test_library_errors_become_one_plain_line():
+    tb = "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nRuntimeError: out of memory"
+    assert session.plain_message(tb) == "RuntimeError: out of memory"
+    assert session.plain_message("CUDA error: device-side assert\nCompile with TORCH_USE_CUDA_DSA") == "CUDA error: device-side assert"
+    assert len(session.plain_message("x" * 500)) == 200
 
 
 def test_preferences_draw_both_modes(registered):
