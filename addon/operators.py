@@ -108,8 +108,11 @@ def _redraw(context: bpy.types.Context) -> None:
 def _print_event(event: dict) -> None:
     if "error" in event:
         print(f"[track4dgen] error {event.get('error')}: {event.get('message')} ({event.get('hint')})")
-    elif "stage" in event:
-        print(f"[track4dgen] {event.get('stage')} {event.get('step')}/{event.get('total')} {event.get('message', '')}")
+    elif "stage" in event:  # the same plain names and whole-job percentage as the panel
+        overall, eta = event.get("overall"), event.get("overall_eta_s")
+        done = f"{overall * 100:.0f}%" if isinstance(overall, (int, float)) else f"{event.get('step')}/{event.get('total')}"
+        left = f", {eta:.0f} s left" if isinstance(eta, (int, float)) else ""
+        print(f"[track4dgen] {event.get('label') or event.get('stage')} {done}{left}")
 
 
 class TRACK4DGEN_OT_animate_selected(bpy.types.Operator):
@@ -293,7 +296,8 @@ DOWNLOAD_LOG = "weights-download.log"
 
 def start_download(cfg) -> runner.ToolJob:
     """``track4dgen weights download --json`` in the background (progress per hub part)."""
-    runner.backend_python_or_raise(cfg.python)
+    if not cfg.python or not Path(cfg.python).exists():  # cheap: no blocking import check in the UI
+        runner.backend_python_or_raise(cfg.python)
     Path(cfg.jobs_dir).mkdir(parents=True, exist_ok=True)
     cmd = [cfg.python, "-m", "track4dgen", "weights", "download", "--json"]
     return runner.ToolJob(cmd, cfg.jobs_dir, DOWNLOAD_LOG, env=cfg.env()).start()

@@ -54,7 +54,8 @@ def default_setup_env() -> Path:
 
 
 def default_setup_source() -> str:
-    """The checkout the add-on runs from (development installs), else nothing: the user picks the wheel."""
+    """A default *Backend Source* when the add-on runs from a checkout (development installs): the
+    wheel in its dist/, else the checkout itself; otherwise nothing and the user picks the wheel."""
     root = _addon_root()
     wheels = sorted((root / "dist").glob("track4dgen-*.whl"))
     if wheels:
