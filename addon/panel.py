@@ -5,6 +5,12 @@ from __future__ import annotations
 import bpy
 
 from . import session
+from .preferences import PRESET_TIMES, get_preferences
+
+
+def backend_config_preset(context: bpy.types.Context) -> str:
+    prefs = get_preferences(context)
+    return prefs.preset if prefs is not None else "standard"
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -34,6 +40,8 @@ class VIEW3D_PT_track4dgen(bpy.types.Panel):
         row.prop(s, "seed")
         row.prop(s, "frames")
         col.prop(s, "preset")
+        preset = s.preset if s.preset != "DEFAULT" else backend_config_preset(context)
+        col.label(text=PRESET_TIMES.get(preset, ""), icon="TIME")
         col.prop(s, "use_frame_range")
         if s.use_frame_range:
             row = col.row(align=True)

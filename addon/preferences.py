@@ -25,10 +25,17 @@ from .errors import AddonError
 # extension, "<name>" for a legacy add-on folder; preferences are looked up by it.
 ADDON_ID = __package__.rpartition(".")[0] or __package__
 
+# Honest times (benchmarks/RESULTS.md, "First run from Blender"): only Preview was measured end to
+# end, on a shared 2-core CPU with the tiny model; no GPU times were measured.
+PRESET_TIMES = {
+    "preview": "CPU: 43 min measured (busy 2-core, tiny model); GPU: not measured",
+    "standard": "CPU: not measured, far longer than Preview; GPU: not measured",
+    "paper": "Needs a GPU; GPU time not measured",
+}
 PRESET_ITEMS = [
-    ("preview", "Preview", "64 px, few iterations: a quick look, minutes on a CPU"),
-    ("standard", "Standard", "256 px, 400 + 100 Stage Two iterations"),
-    ("paper", "Paper", "256 px, 750 + 250 iterations (the paper's schedule; needs a GPU)"),
+    ("preview", "Preview", f"64 px, 10 Stage One steps + 150 + 30 Stage Two iterations, 5000 Gaussians: a quick look. {PRESET_TIMES['preview']}"),
+    ("standard", "Standard", f"256 px, 400 + 100 Stage Two iterations, 20000 Gaussians. {PRESET_TIMES['standard']}"),
+    ("paper", "Paper", f"256 px, 750 + 250 iterations (the paper's schedule). {PRESET_TIMES['paper']}"),
 ]
 MODEL_ITEMS = [
     ("animate3d", "Animate3D", "The released Animate3D MV-VDM weights (needs downloaded weights)"),

@@ -58,20 +58,21 @@ class Plan:
         return {"overall": round(self._overall, 4), "overall_eta_s": overall_eta}
 
 
-# Relative costs measured on a 2-core CPU (benchmarks/RESULTS.md, "Job stages"): one Stage One
-# denoising step of the tiny model vs one Stage Two iteration. The Animate3D model's step is far
-# heavier; its ratio is unmeasured here (no weights on the CI machine), so the same ratio is used
-# and the ETA corrects itself when Stage Two starts.
-STAGE1_STEP_COST = 2.0
+# Cost of one Stage One denoising step relative to one Stage Two iteration. Measured for the tiny
+# model on a 2-core CPU (benchmarks/RESULTS.md, "First run from Blender": Preview, 10 steps in
+# 14.9 s vs 180 iterations in 2528 s -> 0.1). The Animate3D step is unmeasured here (no weights,
+# no GPU in that session): 2.0 is a guess, and the total ETA re-measures when Stage Two starts.
+STAGE1_STEP_COST = {"tiny": 0.1, "animate3d": 2.0}
 STAGE2_ITER_COST = 1.0
-SDS_ITER_COST = 3.0
+SDS_ITER_COST = 3.0  # an SDS iteration adds a diffusion-model call (not measured separately)
 EXPORT_FRACTION = 0.03
 
 
-def job_plan(has_videos: bool, stage1_steps: int, iters_rec: int, iters_sds: int) -> Plan:
+def job_plan(has_videos: bool, stage1_steps: int, iters_rec: int, iters_sds: int, model: str = "animate3d") -> Plan:
     """The plan of ``track4dgen run``: [Stage One,] Stage Two, export."""
     stage2 = max(iters_rec, 1) * STAGE2_ITER_COST + max(iters_sds, 0) * (0.0 if has_videos else SDS_ITER_COST)
-    weights = {} if has_videos else {"stage1": max(stage1_steps, 1) * STAGE1_STEP_COST}
+    step_cost = STAGE1_STEP_COST.get(model, STAGE1_STEP_COST["animate3d"])
+    weights = {} if has_videos else {"stage1": max(stage1_steps, 1) * step_cost}
     weights["stage2"] = stage2
     weights["export"] = (sum(weights.values())) * EXPORT_FRACTION
     return Plan(weights)

@@ -56,7 +56,7 @@ def job_progress_plan(job: Job) -> Plan | None:
         s2 = Stage2Config.from_overrides(job.spec.stage2)
     except (TypeError, ValueError):
         return None
-    return job_plan(job.has_videos, s1.steps * s1.freeinit_iters, s2.iters_rec, s2.iters_sds)
+    return job_plan(job.has_videos, s1.steps * s1.freeinit_iters, s2.iters_rec, s2.iters_sds, job.spec.model)
 
 
 def run_job(job: Job, out_dir: Path, reporter: ProgressReporter, checkpoint_dir: Path | None = None) -> dict[str, Any]:

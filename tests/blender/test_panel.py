@@ -71,6 +71,7 @@ def test_idle_panel_offers_inputs_and_button(registered):
     assert {"prompt", "seed", "frames", "preset", "use_frame_range"} <= props
     assert ("operator", "track4dgen.animate_selected") in log
     assert ("label", "Select one mesh object") in log
+    assert ("label", preferences.PRESET_TIMES["standard"]) in log, "the preset's honest time is shown"
     assert not any(e[0] == "progress" for e in log)
 
 
