@@ -31,11 +31,13 @@ def _stop(grace_s: float) -> None:
     os._exit(130)
 
 
-def _watch(stream, grace_s: float) -> None:
+def _watch(fd: int, grace_s: float) -> None:
+    # os.read on the raw descriptor, not sys.stdin.buffer: a daemon thread blocked inside the
+    # buffered reader holds its lock, and interpreter shutdown then aborts ("could not acquire lock").
     try:
-        while stream.read(1024):
+        while os.read(fd, 1024):
             pass
-    except (OSError, ValueError):
+    except OSError:
         pass
     print("track4dgen: the parent process is gone (stdin closed); stopping", file=sys.stderr, flush=True)
     _stop(grace_s)
@@ -45,6 +47,10 @@ def watch_stdin(grace_s: float = 10.0) -> threading.Thread | None:
     """Start the watcher when the environment asks for it; returns the thread (None otherwise)."""
     if os.environ.get(ENV_VAR) != "1" or sys.stdin is None:
         return None
-    thread = threading.Thread(target=_watch, args=(sys.stdin.buffer, grace_s), name="track4dgen-lifeline", daemon=True)
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError):
+        return None
+    thread = threading.Thread(target=_watch, args=(fd, grace_s), name="track4dgen-lifeline", daemon=True)
     thread.start()
     return thread
