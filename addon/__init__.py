@@ -34,6 +34,9 @@ def register() -> None:
 
 def unregister() -> None:
     _cancel_on_load()
+    preferences.cancel_setup_on_exit()
+    if session.download_running():
+        session.DOWNLOAD.cancel()
     if _cancel_on_load in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_cancel_on_load)
     bpy.types.TOPBAR_MT_file_import.remove(operators.menu_import)

@@ -124,8 +124,26 @@ def check_source_object(obj: bpy.types.Object | None) -> None:
                          "Select a mesh with faces; point clouds and wire meshes cannot be rendered.", "bad_selection")
 
 
+def selected_sources(context: bpy.types.Context) -> list[bpy.types.Object]:
+    """The selected mesh objects, the active one first. Several meshes are animated as one
+    object (joined for the job); anything that is not a mesh makes the selection ambiguous."""
+    selected = list(getattr(context, "selected_objects", None) or [])
+    if len(selected) > 1:
+        others = [o for o in selected if o.type != "MESH"]
+        if others:
+            raise AddonError(f"{len(selected)} objects are selected and {others[0].name!r} is not a mesh",
+                             "Select one mesh object, or only meshes to animate them together as one.", "bad_selection")
+        active = getattr(context, "active_object", None)
+        selected.sort(key=lambda o: (o != active, o.name))
+    if not selected:
+        check_source_object(None)
+    for obj in selected:
+        check_source_object(obj)
+    return selected
+
+
 def selected_source(context: bpy.types.Context) -> bpy.types.Object:
-    """The one selected mesh object (the active one when several are selected is ambiguous)."""
+    """The one selected mesh object (several selected objects are ambiguous here)."""
     selected = list(getattr(context, "selected_objects", None) or [])
     if len(selected) > 1:
         raise AddonError(f"{len(selected)} objects are selected", "Select exactly one mesh object.", "bad_selection")
@@ -134,29 +152,67 @@ def selected_source(context: bpy.types.Context) -> bpy.types.Object:
     return obj
 
 
-def normalised_mesh(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> tuple[bpy.types.Mesh, np.ndarray, float]:
-    """A new mesh: the evaluated object in world space, centred and scaled into the unit sphere.
+def _as_list(objs) -> list[bpy.types.Object]:
+    return list(objs) if isinstance(objs, (list, tuple)) else [objs]
+
+
+def world_mesh(objs, depsgraph: bpy.types.Depsgraph) -> bpy.types.Mesh:
+    """A new mesh: the evaluated object(s) (modifiers applied) in world space; several objects are
+    joined into one mesh with their materials."""
+    objs = _as_list(objs)
+    meshes = []
+    for obj in objs:
+        evaluated = obj.evaluated_get(depsgraph)
+        mesh = bpy.data.meshes.new_from_object(evaluated, preserve_all_data_layers=True, depsgraph=depsgraph)
+        mesh.transform(obj.matrix_world)
+        if obj.matrix_world.determinant() < 0.0:  # a mirrored object: keep faces pointing outwards
+            mesh.flip_normals()
+        meshes.append(mesh)
+    if len(meshes) > 1:
+        scene = bpy.data.scenes.new("T4DG_join")
+        parts = [bpy.data.objects.new(f"T4DG_part_{i}", m) for i, m in enumerate(meshes)]
+        try:
+            for part in parts:
+                scene.collection.objects.link(part)
+            with bpy.context.temp_override(scene=scene, view_layer=scene.view_layers[0], active_object=parts[0],
+                                           object=parts[0], selected_objects=parts, selected_editable_objects=parts):
+                bpy.ops.object.join()
+            joined = parts[0].data
+        finally:  # join removed the other parts; their meshes are left without users
+            part_names = [f"T4DG_part_{i}" for i in range(len(parts))]
+            mesh_names = [m.name for m in meshes[1:]]
+            for name in part_names:
+                if name in bpy.data.objects:
+                    bpy.data.objects.remove(bpy.data.objects[name])
+            bpy.data.scenes.remove(scene)
+            for name in mesh_names:
+                if name in bpy.data.meshes and bpy.data.meshes[name].users == 0:
+                    bpy.data.meshes.remove(bpy.data.meshes[name])
+        meshes = [joined]
+    mesh = meshes[0]
+    mesh.name = f"T4DG_norm_{objs[0].name}"
+    return mesh
+
+
+def normalised_mesh(objs, depsgraph: bpy.types.Depsgraph) -> tuple[bpy.types.Mesh, np.ndarray, float]:
+    """A new mesh: the evaluated object(s) in world space, centred and scaled into the unit sphere.
 
     Returns (mesh, center[3] in world units, scale) with ``normalised = (world - center) * scale``.
     """
-    evaluated = obj.evaluated_get(depsgraph)
-    mesh = bpy.data.meshes.new_from_object(evaluated, preserve_all_data_layers=True, depsgraph=depsgraph)
-    mesh.name = f"T4DG_norm_{obj.name}"
-    mesh.transform(obj.matrix_world)
-    if obj.matrix_world.determinant() < 0.0:  # a mirrored object: keep faces pointing outwards
-        mesh.flip_normals()
+    name = _as_list(objs)[0].name
+    mesh = world_mesh(objs, depsgraph)
     co = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
     mesh.vertices.foreach_get("co", co)
     co = co.reshape(-1, 3)
     if len(co) == 0 or not np.isfinite(co).all():
         bpy.data.meshes.remove(mesh)
-        raise AddonError(f"mesh {obj.name!r} has no vertices or non-finite coordinates",
+        raise AddonError(f"mesh {name!r} has no vertices or non-finite coordinates",
                          "Fix the mesh (Mesh › Clean Up) and try again.", "bad_mesh")
     center = 0.5 * (co.min(0) + co.max(0))
     radius = float(np.linalg.norm(co - center, axis=1).max())
     if radius <= 0.0:
         bpy.data.meshes.remove(mesh)
-        raise AddonError(f"mesh {obj.name!r} has zero size", "Scale the object up or select another.", "bad_mesh")
+        raise AddonError(f"mesh {name!r} has zero size", "Scale the object up or select another.", "bad_mesh")
     scale = 1.0 / radius
     mesh.transform(Matrix.Diagonal((scale, scale, scale, 1.0)) @ Matrix.Translation(-Vector(center)))
     mesh.update()
@@ -186,12 +242,28 @@ def export_glb(scene: bpy.types.Scene, obj: bpy.types.Object, path: Path) -> Non
         raise AddonError(f"the glTF exporter wrote no file at {path}", "Check that the glTF add-on is enabled.", "export_failed")
 
 
-def prepare_job(context: bpy.types.Context, obj: bpy.types.Object, job_dir: str | Path, settings: JobSettings) -> dict[str, Any]:
-    """Write a complete job folder for ``obj``; leaves the user's scene and data as they were.
+def prepare_job(context: bpy.types.Context, obj, job_dir: str | Path, settings: JobSettings) -> dict[str, Any]:
+    """Write a complete job folder for ``obj`` (or several meshes, joined); leaves the user's scene
+    and data as they were. Returns the blender.json payload (also written to the folder)."""
+    steps = prepare_job_steps(context, obj, job_dir, settings)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
-    Returns the blender.json payload (also written to the folder).
-    """
-    check_source_object(obj)
+
+RENDER_STEP_LABEL = "Rendering the four views"
+
+
+def prepare_job_steps(context: bpy.types.Context, objs, job_dir: str | Path, settings: JobSettings):
+    """:func:`prepare_job` one conditioning view at a time: a generator yielding ``(done, total)``
+    after each render and returning the blender.json payload, so the UI can show progress between
+    views instead of freezing for all four. Closing it early removes everything it created."""
+    objs = _as_list(objs)
+    for obj in objs:
+        check_source_object(obj)
+    obj = objs[0]
     s = settings.resolved()
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +272,7 @@ def prepare_job(context: bpy.types.Context, obj: bpy.types.Object, job_dir: str 
     created: list[tuple[Any, Any]] = []  # (collection, datablock) to remove afterwards
     tmp_scene = bpy.data.scenes.new("T4DG_render")
     try:
-        mesh, center, scale = normalised_mesh(obj, depsgraph)
+        mesh, center, scale = normalised_mesh(objs, depsgraph)
         created.append((bpy.data.meshes, mesh))
         copy = bpy.data.objects.new(f"T4DG_norm_{obj.name}", mesh)
         created.append((bpy.data.objects, copy))
@@ -215,12 +287,16 @@ def prepare_job(context: bpy.types.Context, obj: bpy.types.Object, job_dir: str 
             created.append((bpy.data.cameras, cam.data))
             created.append((bpy.data.objects, cam))
 
-        render_views.render_views(tmp_scene, rig, job_dir / "views")
+        yield 0, len(rig)
+        for k, cam in enumerate(rig):
+            render_views.render_view(tmp_scene, cam, k, job_dir / "views")
+            yield k + 1, len(rig)
         (job_dir / "cameras.json").write_text(json.dumps(cameras.cameras_json(rig, tmp_scene), indent=1))
         export_glb(tmp_scene, copy, job_dir / "mesh.glb")
         (job_dir / "job.json").write_text(json.dumps(s.job_json(), indent=1))
         info = {
             "source_object": obj.name,
+            "source_objects": [o.name for o in objs],  # several: joined for the job, the result is one object
             "source_matrix_world": [list(row) for row in obj.matrix_world],
             "center": [float(c) for c in center],
             "scale": float(scale),

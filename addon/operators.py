@@ -8,13 +8,14 @@ operators and timers do not run) its ``execute`` runs the same session to comple
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from . import job_io, placement, session
+from . import job_io, placement, runner, session
 from .errors import AddonError
 from .import_result import import_result
 from .preferences import PRESET_ITEMS, backend_config
@@ -27,6 +28,7 @@ from .preferences import PRESET_ITEMS, backend_config
 class Track4DGenRunState(bpy.types.PropertyGroup):
     running: BoolProperty(default=False)
     status: StringProperty(default="")
+    label: StringProperty(default="")  # plain name of what runs now ("Fitting 4D Gaussians")
     stage: StringProperty(default="")
     step: IntProperty(default=0)
     total: IntProperty(default=0)
@@ -35,6 +37,7 @@ class Track4DGenRunState(bpy.types.PropertyGroup):
     message: StringProperty(default="")
     last_error: StringProperty(default="")
     last_hint: StringProperty(default="")
+    last_error_code: StringProperty(default="")
     job_dir: StringProperty(default="", subtype="DIR_PATH")
     result_object: StringProperty(default="")
 
@@ -78,12 +81,13 @@ def sync_state(context: bpy.types.Context, sess: session.AnimateSession | None) 
     if sess is None:
         st.running = False
         return
-    p = sess.job.progress
     st.running = not sess.finished
     st.status = sess.status
-    st.stage, st.step, st.total, st.fraction = p.stage, p.step, p.total, p.fraction
-    st.eta_s = float(p.eta_s) if isinstance(p.eta_s, (int, float)) else -1.0
-    st.message = p.message
+    st.fraction, st.label, eta = sess.overall()
+    st.eta_s = float(eta) if eta is not None else -1.0
+    if sess.job is not None:
+        p = sess.job.progress
+        st.stage, st.step, st.total, st.message = p.stage, p.step, p.total, p.message
     st.job_dir = str(sess.job_dir)
 
 
@@ -91,6 +95,7 @@ def set_error(context: bpy.types.Context, err: AddonError | None) -> None:
     st = _state(context)
     st.last_error = err.message if err else ""
     st.last_hint = err.hint if err else ""
+    st.last_error_code = err.code if err else ""
 
 
 def _redraw(context: bpy.types.Context) -> None:
@@ -103,8 +108,11 @@ def _redraw(context: bpy.types.Context) -> None:
 def _print_event(event: dict) -> None:
     if "error" in event:
         print(f"[track4dgen] error {event.get('error')}: {event.get('message')} ({event.get('hint')})")
-    elif "stage" in event:
-        print(f"[track4dgen] {event.get('stage')} {event.get('step')}/{event.get('total')} {event.get('message', '')}")
+    elif "stage" in event:  # the same plain names and whole-job percentage as the panel
+        overall, eta = event.get("overall"), event.get("overall_eta_s")
+        done = f"{overall * 100:.0f}%" if isinstance(overall, (int, float)) else f"{event.get('step')}/{event.get('total')}"
+        left = f", {eta:.0f} s left" if isinstance(eta, (int, float)) else ""
+        print(f"[track4dgen] {event.get('label') or event.get('stage')} {done}{left}")
 
 
 class TRACK4DGEN_OT_animate_selected(bpy.types.Operator):
@@ -129,14 +137,16 @@ class TRACK4DGEN_OT_animate_selected(bpy.types.Operator):
         return session.ACTIVE is None or session.ACTIVE.finished
 
     def _start(self, context: bpy.types.Context) -> session.AnimateSession | None:
+        """Validate and start the background check; nothing is rendered yet."""
         set_error(context, None)
         cfg = backend_config(context)
         try:
-            obj = job_io.selected_source(context)
+            objs = job_io.selected_sources(context)
             settings = settings_from_scene(context.scene, cfg)
             if self.settings_json:
                 settings = job_io.settings_with_overrides(settings, self.settings_json)
-            sess = session.AnimateSession.start(context, obj, settings, cfg)
+            session.cleanup_old_jobs(cfg)
+            sess = session.AnimateSession.begin(context, objs, settings, cfg)
         except AddonError as err:
             set_error(context, err)
             self.report({"ERROR"}, str(err))
@@ -157,6 +167,7 @@ class TRACK4DGEN_OT_animate_selected(bpy.types.Operator):
         if obj is None:
             self.report({"WARNING"}, "Track4DGen job cancelled; the scene is unchanged")
             return {"CANCELLED"}
+        sync_state(context, sess)  # the bar reaches 100 % once the import is done
         _state(context).result_object = obj.name
         self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.vertices)} Gaussians)")
         return {"FINISHED"}
@@ -166,7 +177,13 @@ class TRACK4DGEN_OT_animate_selected(bpy.types.Operator):
         if sess is None:
             return {"CANCELLED"}
         try:
-            sess.job.wait(timeout=self.timeout or None, on_event=_print_event)
+            while sess.phase in ("check", "render"):
+                sess.step(context)
+                sync_state(context, sess)
+                if sess.phase == "check":
+                    time.sleep(0.05)
+            if sess.job is not None:
+                sess.job.wait(timeout=self.timeout or None, on_event=_print_event)
         except AddonError as err:  # timeout: the job was cancelled
             session.ACTIVE = None
             set_error(context, err)
@@ -196,11 +213,14 @@ class TRACK4DGEN_OT_animate_selected(bpy.types.Operator):
         if sess is None:  # the add-on was unregistered or a file was loaded
             self._stop_timer(context)
             return {"CANCELLED"}
-        sess.poll()
+        sess.step(context)  # polls, or renders one conditioning view
         sync_state(context, sess)
         _redraw(context)
         if not sess.finished:
             return {"PASS_THROUGH"}
+        if sess.status == "done" and not sess.import_shown:
+            sess.import_shown = True
+            return {"PASS_THROUGH"}  # one redraw showing "Importing" before the import blocks
         self._stop_timer(context)
         result = self._finish(context, sess)
         if result == {"FINISHED"} and not bpy.app.background:
@@ -266,6 +286,153 @@ class TRACK4DGEN_OT_import_result(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
+# --------------------------------------------------------------------------------------------
+# weights download and job-folder housekeeping
+
+DOWNLOAD_LOG = "weights-download.log"
+
+
+def start_download(cfg) -> runner.ToolJob:
+    """``track4dgen weights download --json`` in the background (progress per hub part)."""
+    if not cfg.python or not Path(cfg.python).exists():  # cheap: no blocking import check in the UI
+        runner.backend_python_or_raise(cfg.python)
+    Path(cfg.jobs_dir).mkdir(parents=True, exist_ok=True)
+    cmd = [cfg.python, "-m", "track4dgen", "weights", "download", "--json"]
+    return runner.ToolJob(cmd, cfg.jobs_dir, DOWNLOAD_LOG, env=cfg.env()).start()
+
+
+class TRACK4DGEN_OT_download_weights(bpy.types.Operator):
+    """Download the Animate3D weights into the Hugging Face cache (several GB, in the background)"""
+
+    bl_idname = "track4dgen.download_weights"
+    bl_label = "Download Weights"
+    bl_options = {"INTERNAL"}
+
+    _timer = None
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not session.download_running()
+
+    def _start(self, context: bpy.types.Context) -> bool:
+        if not bpy.app.online_access:
+            err = AddonError("Blender's Allow Online Access is off, so nothing is downloaded",
+                             "Turn it on in Preferences › System › Network, or set Weights Folder to a converted copy.",
+                             "offline")
+            set_error(context, err)
+            self.report({"ERROR"}, str(err))
+            return False
+        try:
+            session.DOWNLOAD = start_download(backend_config(context))
+        except AddonError as err:
+            set_error(context, err)
+            self.report({"ERROR"}, str(err))
+            return False
+        set_error(context, None)
+        return True
+
+    def _finish(self, context: bpy.types.Context) -> set[str]:
+        job = session.DOWNLOAD
+        if job.status == runner.DONE:
+            self.report({"INFO"}, "Animate3D weights downloaded: press Animate again")
+            return {"FINISHED"}
+        if job.status == runner.FAILED and job.error is not None:
+            err = AddonError(job.error.message, f"{job.error.hint} Log: {job.log_path}".strip(), job.error.code)
+            set_error(context, err)
+            self.report({"ERROR"}, str(err))
+        return {"CANCELLED"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if not self._start(context):
+            return {"CANCELLED"}
+        session.DOWNLOAD.wait()
+        return self._finish(context)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if bpy.app.background:
+            return self.execute(context)
+        if not self._start(context):
+            return {"CANCELLED"}
+        self._timer = context.window_manager.event_timer_add(0.5, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        job = session.DOWNLOAD
+        if job is not None:
+            job.poll()
+        _redraw(context)
+        if job is not None and not job.finished:
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        return self._finish(context) if job is not None else {"CANCELLED"}
+
+
+class TRACK4DGEN_OT_cancel_download(bpy.types.Operator):
+    """Stop the weights download (finished parts stay in the cache)"""
+
+    bl_idname = "track4dgen.cancel_download"
+    bl_label = "Cancel Download"
+    bl_options = {"INTERNAL"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return session.download_running()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        session.DOWNLOAD.cancel()
+        return {"FINISHED"}
+
+
+class TRACK4DGEN_OT_open_job_folder(bpy.types.Operator):
+    """Open the last job's folder (views, mesh, backend log, result) in the file browser"""
+
+    bl_idname = "track4dgen.open_job_folder"
+    bl_label = "Open Job Folder"
+    bl_options = {"INTERNAL"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return Path(_state(context).job_dir or "/nonexistent").is_dir()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        return bpy.ops.wm.path_open(filepath=_state(context).job_dir)
+
+
+class TRACK4DGEN_OT_open_jobs_folder(bpy.types.Operator):
+    """Open the folder that holds all job folders"""
+
+    bl_idname = "track4dgen.open_jobs_folder"
+    bl_label = "Open Jobs Folder"
+    bl_options = {"INTERNAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        folder = Path(backend_config(context).jobs_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return bpy.ops.wm.path_open(filepath=str(folder))
+
+
+class TRACK4DGEN_OT_cleanup_jobs(bpy.types.Operator):
+    """Delete every finished job folder in the Jobs Folder (never the running job's)"""
+
+    bl_idname = "track4dgen.cleanup_jobs"
+    bl_label = "Clean Up Finished Jobs"
+    bl_options = {"INTERNAL"}
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        return context.window_manager.invoke_confirm(self, event)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        removed, freed = session.cleanup_jobs(backend_config(context).jobs_dir)
+        st = _state(context)
+        if st.job_dir and not Path(st.job_dir).is_dir():
+            st.job_dir = ""
+        self.report({"INFO"}, f"Removed {removed} job folder{'s' if removed != 1 else ''} ({freed / 2**20:.1f} MiB)")
+        return {"FINISHED"}
+
+
 def menu_import(self, context: bpy.types.Context) -> None:
     self.layout.operator(TRACK4DGEN_OT_import_result.bl_idname, text="Import 4D Gaussians (.npz)")
 
@@ -276,4 +443,9 @@ classes = (
     TRACK4DGEN_OT_animate_selected,
     TRACK4DGEN_OT_cancel,
     TRACK4DGEN_OT_import_result,
+    TRACK4DGEN_OT_download_weights,
+    TRACK4DGEN_OT_cancel_download,
+    TRACK4DGEN_OT_open_job_folder,
+    TRACK4DGEN_OT_open_jobs_folder,
+    TRACK4DGEN_OT_cleanup_jobs,
 )

@@ -104,20 +104,23 @@ def add_key_light(scene: bpy.types.Scene) -> tuple[bpy.types.Object, bpy.types.L
     return obj, light
 
 
-def render_views(scene: bpy.types.Scene, cams: Sequence[bpy.types.Object], out_dir: Path) -> list[Path]:
-    """Render one PNG per rig camera into ``out_dir/{k}.png``; returns the paths."""
+def render_view(scene: bpy.types.Scene, cam: bpy.types.Object, k: int, out_dir: Path) -> Path:
+    """Render rig camera ``k`` into ``out_dir/{k}.png`` (one view per call: the add-on shows
+    progress between views instead of freezing for all four)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k, cam in enumerate(cams):
-        scene.camera = cam
-        path = out_dir / f"{k}.png"
-        scene.render.filepath = str(path)
-        bpy.ops.render.render(write_still=True, scene=scene.name)
-        if not path.is_file():
-            from .errors import AddonError
+    scene.camera = cam
+    path = out_dir / f"{k}.png"
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True, scene=scene.name)
+    if not path.is_file():
+        from .errors import AddonError
 
-            raise AddonError(f"rendering conditioning view {k} wrote no image ({path})",
-                             "Check that the render engine works in this Blender (try Cycles).", "render_failed")
-        paths.append(path)
-    return paths
+        raise AddonError(f"rendering conditioning view {k} wrote no image ({path})",
+                         "Check that the render engine works in this Blender (try Cycles).", "render_failed")
+    return path
+
+
+def render_views(scene: bpy.types.Scene, cams: Sequence[bpy.types.Object], out_dir: Path) -> list[Path]:
+    """Render one PNG per rig camera into ``out_dir/{k}.png``; returns the paths."""
+    return [render_view(scene, cam, k, out_dir) for k, cam in enumerate(cams)]

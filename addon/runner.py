@@ -29,6 +29,9 @@ from .errors import AddonError
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
 LOG_NAME = "backend.log"
+# The one hint for a missing backend; the README's "In Blender" section describes the same button.
+SETUP_HINT = ("Press Set Up Backend in Preferences › Add-ons › Track4DGen, or set Backend Python to an "
+              "interpreter with track4dgen installed.")
 
 
 @dataclass
@@ -177,6 +180,8 @@ class _JobBase:
 class BackendJob(_JobBase):
     """A local ``track4dgen run`` subprocess (or any command speaking the same line protocol)."""
 
+    log_name = LOG_NAME
+
     def __init__(self, python: str, job_dir: str | Path, result_dir: str | Path | None = None,
                  env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
         super().__init__(job_dir, result_dir)
@@ -190,13 +195,24 @@ class BackendJob(_JobBase):
 
     @property
     def log_path(self) -> Path:
-        return self.job_dir / LOG_NAME
+        return self.job_dir / self.log_name
+
+    def _completed(self) -> bool:
+        """After exit code 0: is the job's output really there?"""
+        return is_complete_result(self.result_dir)
+
+    def _incomplete(self) -> None:
+        self._fail("incomplete_result", f"the backend exited without a complete result in {self.result_dir}",
+                   f"See {self.log_path} for details.")
 
     def start(self) -> "BackendJob":
         if self.proc is not None:
             raise RuntimeError("job already started")
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONUNBUFFERED"] = "1"  # progress lines must arrive as they are printed
+        # The backend watches its stdin: when this process dies the pipe closes and it stops
+        # (track4dgen.lifeline); nothing is written to it.
+        env["TRACK4DGEN_WATCH_STDIN"] = "1"
         # Blender sets PYTHONHOME/PYTHONPATH for its own interpreter; they would break another one.
         for key in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP"):
             env.pop(key, None)
@@ -208,7 +224,7 @@ class BackendJob(_JobBase):
         else:
             kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         try:
-            self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.PIPE,
                                          env=env, cwd=str(self.job_dir), **kwargs)
         except OSError as exc:
             self._log.close()
@@ -228,7 +244,7 @@ class BackendJob(_JobBase):
                 self._queue.put(event)
         self.proc.stdout.close()
 
-    def _log_tail(self, n: int = 15) -> str:
+    def log_tail(self, n: int = 15) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
@@ -248,17 +264,18 @@ class BackendJob(_JobBase):
         new += self._drain()
         if self._log is not None:
             self._log.close()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
         self.finished_at = time.monotonic()
         if self._cancel_requested:
             self._state.status = CANCELLED
             self._state.error = None  # the backend's own "cancelled" event is not a failure
-        elif rc == 0 and is_complete_result(self.result_dir):
+        elif rc == 0 and self._completed():
             self._state.status = DONE
         elif rc == 0:
-            self._fail("incomplete_result", f"the backend exited without a complete result in {self.result_dir}",
-                       f"See {self.log_path} for details.")
+            self._incomplete()
         else:
-            tail = self._log_tail()
+            tail = self.log_tail()
             detail = f": {tail.splitlines()[-1]}" if tail else ""
             self._fail("backend_crashed", f"the backend exited with code {rc}{detail}",
                        f"The job folder is kept for inspection; see {self.log_path}.")
@@ -275,6 +292,26 @@ class BackendJob(_JobBase):
         self.poll()
         if not self.finished:  # poll() saw the exit before this call
             self._state.status = CANCELLED
+
+
+class ToolJob(BackendJob):
+    """A helper command speaking the same line protocol (backend set-up, weights download,
+    weights check): success is exit code 0, there is no result folder; ``work_dir`` holds the log."""
+
+    def __init__(self, command: list[str], work_dir: str | Path, log_name: str, env: dict[str, str] | None = None) -> None:
+        super().__init__(command[0], work_dir, env=env, command=command)
+        self.log_name = log_name
+
+    def _completed(self) -> bool:
+        return True
+
+    @property
+    def last_event(self) -> dict[str, Any] | None:
+        """The last progress event (it carries the command's answer, e.g. the installed Python)."""
+        for event in reversed(self._state.events):
+            if "stage" in event:
+                return event
+        return None
 
 
 def _terminate(proc: subprocess.Popen, grace_s: float) -> None:
@@ -419,18 +456,20 @@ def python_can_import_backend(python: str, timeout: float = 60.0) -> tuple[bool,
     return True, out.stdout.strip()
 
 
-def detect_backend_python(addon_root: str | Path | None = None) -> str:
+def detect_backend_python(addon_root: str | Path | None = None, setup_env: str | Path | None = None) -> str:
     """Best guess for the backend interpreter, '' when none is found.
 
-    Order: $TRACK4DGEN_PYTHON, the project's venv next to the add-on (a development checkout:
-    ``<repo>/.venv``), then the interpreter of a ``track4dgen`` script on PATH.
+    Order: $TRACK4DGEN_PYTHON, the environment made by *Set Up Backend* (``setup_env``), the
+    project's venv next to the add-on (a development checkout: ``<repo>/.venv``), then the
+    interpreter of a ``track4dgen`` script on PATH.
     """
     env = os.environ.get("TRACK4DGEN_PYTHON")
     if env:
         return env
     root = Path(addon_root) if addon_root is not None else Path(__file__).resolve().parents[1]
-    for rel in (".venv/bin/python", ".venv/Scripts/python.exe", "venv/bin/python"):
-        cand = root / rel
+    candidates = [Path(setup_env) / rel for rel in ("bin/python", "Scripts/python.exe")] if setup_env else []
+    candidates += [root / rel for rel in (".venv/bin/python", ".venv/Scripts/python.exe", "venv/bin/python")]
+    for cand in candidates:
         if cand.exists():
             return str(cand)
     import shutil
@@ -449,13 +488,9 @@ def detect_backend_python(addon_root: str | Path | None = None) -> str:
 def backend_python_or_raise(python: str) -> str:
     """Validate the configured interpreter before a job starts (clear error, not a crash later)."""
     if not python:
-        raise AddonError("no backend Python interpreter is configured and none was found",
-                         "Install the backend (pip install track4dgen) and set its Python in Preferences › Add-ons › Track4DGen.",
-                         "backend_missing")
+        raise AddonError("the Track4DGen backend is not installed", SETUP_HINT, "backend_missing")
     ok, detail = python_can_import_backend(python)
     if not ok:
-        raise AddonError(f"the backend cannot be used: {detail}",
-                         "Set 'Backend Python' in Preferences › Add-ons › Track4DGen to an interpreter with track4dgen installed.",
-                         "backend_missing")
+        raise AddonError(f"the backend cannot be used: {detail}", SETUP_HINT, "backend_missing")
     return python
 

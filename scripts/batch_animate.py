@@ -7,7 +7,8 @@
 Input: a .blend (every mesh object with faces is animated, the file is saved as
 ``OUT/<name>_animated.blend``) or a folder of .glb/.gltf/.obj files (each is imported into an
 empty scene, its meshes joined into one object, animated and saved as ``OUT/<stem>.blend``).
-Job folders go to ``OUT/jobs``. Progress is printed as one JSON object per line on stdout; the
+Job folders go to ``OUT/jobs``. The backend and the model's weights are checked once, before the
+first object is rendered. Progress is printed as one JSON object per line on stdout; the
 exit code is 0 only if every object succeeded (the others are still processed).
 """
 
@@ -88,7 +89,7 @@ def animate(obj: bpy.types.Object, settings: job_io.JobSettings, cfg: BackendCon
     name = obj.name
     emit(object=name, stage="start", message="rendering views and writing the job")
     try:
-        sess = session.AnimateSession.start(bpy.context, obj, settings, cfg)
+        sess = session.AnimateSession.start(bpy.context, obj, settings, cfg, checked=True)  # checked once in main()
         emit(object=name, stage="job", message=str(sess.job_dir))
 
         def on_event(event: dict) -> None:
@@ -127,12 +128,29 @@ def main(argv: list[str] | None = None) -> int:
     src = args.input.resolve()
     ok, failed = 0, 0
     t0 = time.monotonic()
+    targets: list[str] = []
+    files: list[Path] = []
     if src.is_file() and src.suffix.lower() == ".blend":
         bpy.ops.wm.open_mainfile(filepath=str(src))
         targets = [o.name for o in bpy.context.scene.objects if o.type == "MESH" and len(o.data.polygons) > 0]
         if not targets:
             emit(error="bad_input", message=f"{src.name} has no mesh objects with faces", hint="Pass a .blend with meshes.")
             return 1
+    elif src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
+        if not files:
+            emit(error="bad_input", message=f"{src} has no {'/'.join(MESH_SUFFIXES)} files", hint="Point --input at mesh files.")
+            return 1
+    else:
+        emit(error="bad_input", message=f"{src} is neither a .blend file nor a folder", hint="Pass --input FILE.blend or DIR.")
+        return 2
+    try:  # the model's weights: checked once for all objects, before anything is rendered
+        session.check_backend(cfg, settings)
+    except AddonError as err:
+        emit(error=err.code, message=err.message, hint=err.hint)
+        return 2
+
+    if targets:
         for name in targets:
             if animate(bpy.data.objects[name], settings, cfg, args.timeout):
                 ok += 1
@@ -141,11 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         dest = out / f"{src.stem}_animated.blend"
         bpy.ops.wm.save_as_mainfile(filepath=str(dest))
         emit(stage="saved", message=str(dest))
-    elif src.is_dir():
-        files = sorted(p for p in src.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
-        if not files:
-            emit(error="bad_input", message=f"{src} has no {'/'.join(MESH_SUFFIXES)} files", hint="Point --input at mesh files.")
-            return 1
+    else:
         for path in files:
             bpy.ops.wm.read_factory_settings(use_empty=True)
             try:
@@ -161,9 +175,6 @@ def main(argv: list[str] | None = None) -> int:
                 emit(object=obj.name, stage="saved", message=str(dest))
             else:
                 failed += 1
-    else:
-        emit(error="bad_input", message=f"{src} is neither a .blend file nor a folder", hint="Pass --input FILE.blend or DIR.")
-        return 2
     emit(stage="done", ok=ok, failed=failed, wall_s=round(time.monotonic() - t0, 1))
     return 0 if failed == 0 else 1
 

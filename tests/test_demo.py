@@ -21,6 +21,11 @@ def test_demo_writes_a_complete_result(tmp_path: Path) -> None:
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert events[-1]["stage"] == "demo"
     assert any(e.get("stage") == "stage2" for e in events)
+    # stdout is a pipe, not a terminal: JSON lines, with plain stage names and one overall fraction
+    fitting = [e for e in events if e.get("stage") == "stage2"]
+    assert {e["label"] for e in fitting} == {"Fitting 4D Gaussians"}
+    overall = [e["overall"] for e in events if "overall" in e]
+    assert overall == sorted(overall) and overall[-1] == 1.0
     result = Path(events[-1]["result"])
     assert is_complete_result(result)
     with np.load(result / "gaussians4d.npz") as z:

@@ -312,3 +312,60 @@ def test_ip_adapter_safetensors_and_bin_give_the_same_weights(fake_hub):
     from_st = W.from_pretrained("animate3d", model="tiny", config=get_config("tiny")).unet.state_dict()
     ip_keys = [k for k in from_bin if "_ip." in k or k.startswith("encoder_hid_proj.")]
     assert len(ip_keys) == 4 + 2 * 7 and all(torch.equal(from_bin[k], from_st[k]) for k in ip_keys)
+
+def _json_lines(text: str) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_path_json_says_whether_a_job_can_run(fake_hub, monkeypatch, tmp_path, capsys):
+    """The add-on's check before rendering: one JSON object, offline, for every kind of source."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from track4dgen.stage1.weights_cli import main
+
+    assert main(["path", "--json"]) == 0
+    (status,) = _json_lines(capsys.readouterr().out)
+    assert status["ok"] and status["missing"] == [] and set(status["parts"]) == {s.part for s in W.HUB_SOURCES}
+    assert all(offline for _, offline in fake_hub["calls"]), "a check never downloads"
+
+    def offline_snapshot(repo_id, allow_patterns, local_files_only):
+        raise LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(W, "_snapshot_download", offline_snapshot)
+    assert main(["path", "--json"]) == 0
+    (status,) = _json_lines(capsys.readouterr().out)
+    assert not status["ok"] and status["missing"] == ["base", "motion", "ip_adapter", "animate3d"]
+    assert "not on this computer" in status["message"] and "track4dgen weights download" in status["hint"]
+
+    assert main(["path", "--json", "--model", "tiny"]) == 0
+    assert _json_lines(capsys.readouterr().out)[0]["ok"], "the tiny model needs no weights"
+    assert main(["path", "--json", str(tmp_path / "nope")]) == 0
+    status = _json_lines(capsys.readouterr().out)[0]
+    assert not status["ok"] and "does not exist" in status["message"]
+    assert main(["init-tiny", "--out", str(tmp_path / "conv")]) == 0
+    capsys.readouterr()
+    assert main(["path", "--json", str(tmp_path / "conv")]) == 0
+    assert _json_lines(capsys.readouterr().out)[0]["ok"]
+    assert main(["verify", "--json", str(tmp_path / "conv")]) == 0
+    assert _json_lines(capsys.readouterr().out)[0]["ok"]
+
+
+def test_download_reports_progress_per_part(fake_hub, monkeypatch, capsys):
+    from track4dgen.stage1.weights_cli import main
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert main(["download", "--json"]) == 0
+    events = _json_lines(capsys.readouterr().out)
+    assert [e["step"] for e in events] == [0, 1, 2, 3, 4] and {e["total"] for e in events} == {4}
+    assert events[0]["label"] == "Downloading weights" and "yanqinJiang/mvdream-sd1.5-diffusers" in events[0]["message"]
+    assert fake_hub["calls"] and not any(offline for _, offline in fake_hub["calls"])
+
+    def broken(repo_id, allow_patterns, local_files_only):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(W, "_snapshot_download", broken)
+    assert main(["download", "--json"]) == 1
+    events = _json_lines(capsys.readouterr().out)
+    assert events[-1]["error"] == "download_failed" and "network unreachable" in events[-1]["message"]

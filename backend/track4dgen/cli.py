@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"track4dgen: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    from .lifeline import watch_stdin
+
+    watch_stdin()  # started from the Blender add-on: stop when Blender is gone
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 

@@ -7,11 +7,11 @@ the job runs Stage Two only. Defaults are sized for a 2-core CPU (64×64, shorte
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from .job import JobError, ProgressReporter, load_job
+from .job import JobError, load_job
+from .progress import make_reporter, print_result
 from .runner import run_job
 from .stage2.config import CPU_DEMO_OVERRIDES
 
@@ -28,12 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--iters", type=int, default=QUICK_STAGE2["iters_rec"], help="Stage Two reconstruction iterations")
     p.add_argument("--full", action="store_true", help="the paper's full 750 + 250 schedule settings")
+    p.add_argument("--json", action="store_true",
+                   help="progress as JSON lines (the default when stdout is not a terminal); otherwise a progress bar")
     args = p.parse_args(argv)
 
     name = args.object or list_objects()[0]
     overrides = {} if args.full else dict(QUICK_STAGE2, iters_rec=args.iters)
     job_dir = args.out / name / "job"
-    reporter = ProgressReporter()
+    reporter = make_reporter(args.json)
     t0 = time.perf_counter()
     write_job(name, job_dir, resolution=args.resolution, frames=16, stage2_overrides=overrides)
     try:
@@ -45,5 +47,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     summary = {"object": name, "result": str(result), "wall_s": round(time.perf_counter() - t0, 1)}
     summary.update({k: v for k, v in metrics.items() if k in ("psnr_train", "psnr_train_masked", "it_per_s")})
-    print(json.dumps({"stage": "demo", "step": 1, "total": 1, "message": "demo finished", "eta_s": 0, **summary}))
+    print_result(reporter, {"stage": "demo", "step": 1, "total": 1, "message": "demo finished", "eta_s": 0, **summary})
     return 0

@@ -35,6 +35,7 @@ import numpy as np
 
 from . import job_schema
 from .cameras import Camera, load_cameras
+from .progress import stage_label
 
 JOB_VERSION = 1
 KNOWN_KEYS = {"version", "prompt", "seed", "frames", "views", "resolution", "model", "stage1", "stage2", "weights", "device"}
@@ -290,7 +291,8 @@ def load_job(root: str | Path, check_images: bool = True) -> Job:
 
 
 class ProgressReporter:
-    """Writes one JSON object per line: {"stage", "step", "total", "message", "eta_s"}.
+    """Writes one JSON object per line: {"stage", "step", "total", "message", "eta_s", "label"}
+    (plus "overall" and "overall_eta_s" when a ``progress.Plan`` is set).
 
     ETA is measured per stage from the first step so a slow start-up does not distort it.
     ``sink`` lets the server collect events instead of printing them.
@@ -300,6 +302,7 @@ class ProgressReporter:
         self.stream = stream if stream is not None else (None if sink else sys.stdout)
         self.sink = sink
         self._stage_start: dict[str, tuple[float, int]] = {}
+        self.plan = None  # progress.Plan: adds the whole job's fraction and ETA to each event
 
     def emit(self, event: dict[str, Any]) -> None:
         if self.sink is not None:
@@ -316,6 +319,9 @@ class ProgressReporter:
         if done > 0 and total > 0:
             eta = round((now - start[0]) / done * max(total - step, 0), 1)
         event: dict[str, Any] = {"stage": stage, "step": int(step), "total": int(total), "message": message, "eta_s": eta}
+        event["label"] = stage_label(stage)
+        if self.plan is not None:
+            event.update(self.plan.annotate(stage, step, total, eta, now - start[0]))
         event.update(extra)
         self.emit(event)
 

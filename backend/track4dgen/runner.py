@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .job import Job, JobError, ProgressReporter, atomic_result_dir, load_job
+from .progress import Plan, job_plan, make_reporter
 from .video_io import read_frame_folders, write_mp4, composite
 
 
@@ -45,9 +46,25 @@ def _device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def job_progress_plan(job: Job) -> Plan | None:
+    """The stages this job runs with their costs (None for bad settings: the stage reports them)."""
+    from .stage1.config import SamplerConfig
+    from .stage2.config import Stage2Config
+
+    try:
+        s1 = SamplerConfig.from_overrides(job.spec.stage1)
+        s2 = Stage2Config.from_overrides(job.spec.stage2)
+    except (TypeError, ValueError):
+        return None
+    return job_plan(job.has_videos, s1.steps * s1.freeinit_iters, s2.iters_rec, s2.iters_sds, job.spec.model)
+
+
 def run_job(job: Job, out_dir: Path, reporter: ProgressReporter, checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Run a validated job into ``out_dir``; returns the metrics written to metrics.json."""
     from .stage2.run import run_stage2
+
+    if reporter.plan is None:
+        reporter.plan = job_progress_plan(job)
 
     timings: dict[str, float] = {}
     sds_fn = None
@@ -97,12 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", type=Path, default=None,
                    help="keep Stage Two checkpoints here and resume from the latest one")
     p.add_argument("--validate-only", action="store_true", help="check the job folder and exit")
+    p.add_argument("--json", action="store_true",
+                   help="progress as JSON lines (the default when stdout is not a terminal); otherwise a progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    reporter = ProgressReporter()
+    reporter = make_reporter(args.json)
     # SIGTERM (cancel from the add-on or server) unwinds like Ctrl-C so temporary folders are removed.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:

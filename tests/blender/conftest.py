@@ -28,10 +28,22 @@ def fresh_scene():
     yield bpy.context.scene
 
 
+@pytest.fixture(scope="session")
+def _backend_interpreter(tmp_path_factory) -> str:
+    """The project's venv (or this) interpreter, wrapped so the backend it runs is this checkout's
+    ``backend/`` even where the venv's editable install points at another copy (the add-on strips
+    PYTHONPATH from the backend's environment, so setting it here would not reach the backend)."""
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    if sys.platform == "win32":
+        return python
+    wrapper = tmp_path_factory.mktemp("backend-python") / "python"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT / "backend"}" exec "{python}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 @pytest.fixture
-def backend_python() -> str:
+def backend_python(_backend_interpreter) -> str:
     """The interpreter that has the backend installed (the project's venv, or this one)."""
-    if VENV_PYTHON.exists():
-        return str(VENV_PYTHON)
-    return sys.executable
+    return _backend_interpreter
 

@@ -71,16 +71,18 @@ def test_idle_panel_offers_inputs_and_button(registered):
     assert {"prompt", "seed", "frames", "preset", "use_frame_range"} <= props
     assert ("operator", "track4dgen.animate_selected") in log
     assert ("label", "Select one mesh object") in log
+    assert ("label", preferences.PRESET_TIMES["standard"]) in log, "the preset's honest time is shown"
     assert not any(e[0] == "progress" for e in log)
 
 
 def test_running_panel_shows_progress_eta_and_cancel(registered):
     st = bpy.context.window_manager.track4dgen_run
     st.stage, st.step, st.total, st.fraction, st.eta_s, st.message = "stage2", 30, 120, 0.25, 95.0, "loss 0.12"
+    st.label = "Fitting 4D Gaussians"
     session.ACTIVE = types.SimpleNamespace(finished=False)
     log = _draw(bpy.context)
-    assert ("progress", 0.25, "stage2 30/120  1:35 left") in log
-    assert ("label", "loss 0.12") in log
+    assert ("progress", 0.25, "Fitting 4D Gaussians  1:35 left") in log, "one bar: plain stage name, whole-job ETA"
+    assert not any("loss" in str(e) or "stage2" in str(e) for e in log), "no internal stage names or losses"
     assert ("operator", "track4dgen.cancel") in log
     assert ("operator", "track4dgen.animate_selected") not in log
 
@@ -92,7 +94,27 @@ def test_error_is_shown_with_its_hint(registered):
     log = _draw(bpy.context)
     labels = " ".join(e[1] for e in log if e[0] == "label")
     assert "the backend exited with code 1" in labels and "backend.log" in labels
-    assert ("operator", "wm.path_open") in log, "a failed job's folder can be opened"
+    assert ("operator", "track4dgen.open_job_folder") in log, "a failed job's folder can be opened"
+    assert ("operator", "track4dgen.download_weights") not in log
+
+
+def test_missing_weights_offer_the_download(registered):
+    st = bpy.context.window_manager.track4dgen_run
+    st.last_error = "The Animate3D weights are not on this computer."
+    st.last_hint = "Press Download Weights (several GB), set Weights Folder to a converted copy, or choose the Tiny (test) model in the preferences."
+    st.last_error_code = "missing_weights"
+    log = _draw(bpy.context)
+    assert ("operator", "track4dgen.download_weights") in log
+    assert not any("Traceback" in str(e) for e in log)
+    st.last_error_code = "backend_missing"
+    assert ("operator", "screen.userpref_show") in _draw(bpy.context), "the way to Set Up Backend"
+
+
+def test_library_errors_become_one_plain_line():
+    tb = "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nRuntimeError: out of memory"
+    assert session.plain_message(tb) == "RuntimeError: out of memory"
+    assert session.plain_message("CUDA error: device-side assert\nCompile with TORCH_USE_CUDA_DSA") == "CUDA error: device-side assert"
+    assert len(session.plain_message("x" * 500)) == 200
 
 
 def test_preferences_draw_both_modes(registered):

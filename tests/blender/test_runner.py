@@ -135,8 +135,9 @@ def test_missing_interpreter_gives_clear_error(tmp_path):
         runner.backend_python_or_raise(str(tmp_path / "no" / "python"))
     assert info.value.code == "backend_missing"
     assert "does not exist" in info.value.message and "Preferences" in info.value.hint
-    with pytest.raises(AddonError, match="no backend Python"):
+    with pytest.raises(AddonError, match="backend is not installed") as info:
         runner.backend_python_or_raise("")
+    assert "Set Up Backend" in info.value.hint
     # an interpreter without the backend installed is named as such
     bare = tmp_path / "bare-python"  # an interpreter that runs but has no backend installed
     bare.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named track4dgen' >&2\nexit 1\n")

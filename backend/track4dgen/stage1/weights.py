@@ -110,6 +110,49 @@ def fetch_sources(local_files_only: bool | None = None, sources: Iterable[HubSou
     return out
 
 
+def weights_status(source: str | Path | None = None, model: str = "animate3d") -> dict:
+    """Whether the weights a job needs are on this machine -- offline, reading no tensor.
+
+    What the add-on asks before it renders anything (``track4dgen weights path --json``):
+    ``{"ok", "model", "source", "cache", "parts": {part: folder or None}, "missing", "message", "hint"}``.
+    """
+    from huggingface_hub import constants
+
+    out: dict = {"ok": False, "model": model, "source": str(source or "animate3d"), "cache": str(constants.HF_HUB_CACHE),
+                 "parts": {}, "missing": [], "message": "", "hint": ""}
+    if source and str(source) not in ("animate3d", "hub"):
+        path = Path(str(source)).expanduser()
+        missing = [name for name in ("mvvdm.json", "unet.safetensors") if not (path / name).is_file()]
+        out["missing"] = missing
+        out["ok"] = path.is_dir() and not missing
+        if not path.is_dir():
+            out["message"] = f"the weights folder {path} does not exist"
+        elif missing:
+            out["message"] = f"{path} is not a converted weights folder ({', '.join(missing)} missing)"
+        else:
+            out["message"] = f"weights folder {path}"
+        out["hint"] = "" if out["ok"] else (
+            f"Choose a folder written by `track4dgen weights convert --out DIR`, or clear it to use `{DOWNLOAD_CMD}`.")
+        return out
+    if model == "tiny":
+        out.update(ok=True, message="the tiny test model needs no weights")
+        return out
+    for src in HUB_SOURCES:
+        try:
+            out["parts"][src.part] = str(fetch_sources(local_files_only=True, sources=[src])[src.part])
+        except WeightsError:
+            out["parts"][src.part] = None
+            out["missing"].append(src.part)
+    out["ok"] = not out["missing"]
+    if out["ok"]:
+        out["message"] = "the Animate3D weights are in the Hugging Face cache"
+    else:
+        out["message"] = f"the Animate3D weights are not on this computer (missing: {', '.join(out['missing'])})"
+        out["hint"] = (f"Download them with `{DOWNLOAD_CMD}` (several GB), point to a folder made with "
+                       "`track4dgen weights convert`, or use the tiny test model.")
+    return out
+
+
 # ------------------------------------------------------------------------------ state dicts
 
 
