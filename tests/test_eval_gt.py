@@ -172,3 +172,21 @@ def test_tracks_epe_rigid_motion():
     assert gt.track_epe(pred, gt_tracks, vis) < 1e-6
     still = gt.project_tracks(gt.gaussian_tracks_3d(pts, means, np.repeat(means[None], F, 0)), Ks, w2cs)
     assert gt.track_epe(still, gt_tracks, vis) > 1.0
+
+
+def test_mesh_metrics_count_flips_stretch_and_error():
+    """Issue 14's mesh metrics on a two-triangle square: one face folded over, edges stretched."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=float)
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    truth = np.stack([v, v + [0, 0, 1]])  # the truth moves up by 1
+    folded = truth.copy()
+    folded[1, 3] = [1.0, -1.0, 1.0]  # vertex 3 pulled across the diagonal: face 1 flips
+    assert gt.flipped_face_fraction(truth, truth, faces) == 0.0
+    assert gt.flipped_face_fraction(folded, truth, faces) == 0.5
+    stretched = truth.copy()
+    stretched[1] = truth[0] * 2 + [0, 0, 1]  # every edge twice as long
+    assert gt.edge_length_distortion(stretched, truth, faces) == pytest.approx(1.0)
+    err, still = gt.vertex_error_pct(truth, truth)
+    assert err == 0.0 and still == pytest.approx(100 * 0.5 / np.sqrt(2))  # 1 unit in half the frames / diag
+    with pytest.raises(ValueError, match="vertices"):
+        gt.vertex_error_pct(truth[:, :3], truth)
