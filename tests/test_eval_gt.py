@@ -188,5 +188,11 @@ def test_mesh_metrics_count_flips_stretch_and_error():
     assert gt.edge_length_distortion(stretched, truth, faces) == pytest.approx(1.0)
     err, still = gt.vertex_error_pct(truth, truth)
     assert err == 0.0 and still == pytest.approx(100 * 0.5 / np.sqrt(2))  # 1 unit in half the frames / diag
+    # area weighting: vertex 0 and 2 carry both faces (1/3 each of two triangles), 1 and 3 one
+    moved = truth.copy()
+    moved[1, 1] += [0, 0, 0.3]
+    np.testing.assert_allclose(gt.vertex_areas(v, faces), [1 / 3, 1 / 6, 1 / 3, 1 / 6])
+    assert gt.vertex_error_pct(moved, truth, faces)[0] == pytest.approx(100 * 0.3 / 2 * (1 / 6) / np.sqrt(2))
+    assert gt.vertex_error_pct(moved, truth)[0] == pytest.approx(100 * 0.3 / 2 / 4 / np.sqrt(2))
     with pytest.raises(ValueError, match="vertices"):
         gt.vertex_error_pct(truth[:, :3], truth)

@@ -130,7 +130,8 @@ def evaluate_mesh_gt(result_dir: Path, gt_vertices: np.ndarray, faces: np.ndarra
     if pos.shape != np.shape(gt_vertices):
         raise ResultError(f"mesh_animation.npz is {pos.shape} but the ground truth is {np.shape(gt_vertices)}; evaluate the matching job")
     out: dict[str, float] = {}
-    out["mesh_err_pct"], out["mesh_err_static_pct"] = G.vertex_error_pct(pos, gt_vertices)
+    out["mesh_err_pct"], out["mesh_err_static_pct"] = G.vertex_error_pct(pos, gt_vertices, faces)
+    out["mesh_err_per_vertex_pct"], out["mesh_err_per_vertex_static_pct"] = G.vertex_error_pct(pos, gt_vertices)
     out["mesh_flipped_pct"] = 100.0 * G.flipped_face_fraction(pos, gt_vertices, faces)
     out["mesh_edge_distortion_pct"] = 100.0 * G.edge_length_distortion(pos, gt_vertices, faces)
     out["mesh_time_s"] = float(anim["time_s"])
