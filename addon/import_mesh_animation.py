@@ -227,3 +227,45 @@ def evaluated_vertices(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph | N
         return _mesh_co(mesh)
     finally:
         obj.evaluated_get(depsgraph).to_mesh_clear()
+
+
+def import_outputs(
+    mode: str,
+    result_dir: str | Path,
+    scene: bpy.types.Scene,
+    source: bpy.types.Object | None,
+    placement: dict[str, Any] | None = None,
+    frame_start: int | None = None,
+    **gaussian_options: Any,
+) -> bpy.types.Object:
+    """Bring a result into ``scene`` as ``mode`` says: ``OBJECT`` animates a copy of ``source``
+    (default), ``GAUSSIANS`` imports the 4D Gaussians (import_result.py), ``BOTH`` does both.
+    Returns the main new object (the animated copy unless only Gaussians were asked for).
+    A result written before the mesh animation existed (no mesh_animation.npz) is imported as
+    Gaussians under ``OBJECT``, the only thing it holds; ``BOTH`` then fails with a clear error."""
+    from .import_result import import_result
+
+    mode = mode.upper()
+    if mode not in MODES:
+        raise AddonError(f"unknown import mode {mode!r}", f"Use one of {', '.join(MODES)}.", "bad_settings")
+    folder = Path(result_dir)
+    if mode == "OBJECT" and not (folder if folder.is_dir() else folder.parent).joinpath("mesh_animation.npz").is_file():
+        mode = "GAUSSIANS"
+    if mode in ("OBJECT", "BOTH") and (source is None or source.type != "MESH"):
+        raise AddonError("the object to animate is gone or not a mesh",
+                         "Select the mesh the job was made from, or import the Gaussians instead.", "bad_selection")
+    main = None
+    if mode in ("OBJECT", "BOTH"):
+        main = animate_object(source, result_dir, scene, placement=placement, frame_start=frame_start)
+    if mode in ("GAUSSIANS", "BOTH"):
+        gaussians = import_result(result_dir, scene, frame_start=frame_start, placement=placement, **gaussian_options)
+        main = main or gaussians
+    return main
+
+
+def describe(obj: bpy.types.Object) -> str:
+    """Report text for an imported object: 'Name (N Gaussians)' or 'Name (F frames of animation)'."""
+    keys = obj.data.shape_keys if obj.type == "MESH" else None
+    if keys is not None and any(k.name.startswith(KEY_PREFIX) for k in keys.key_blocks):
+        return f"{obj.name} ({len(keys.key_blocks) - 1} frames of animation)"
+    return f"{obj.name} ({len(obj.data.vertices)} Gaussians)"

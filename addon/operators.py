@@ -16,7 +16,7 @@ from bpy_extras.io_utils import ImportHelper
 
 from . import job_io, session
 from .errors import AddonError
-from .import_result import import_result
+from .import_mesh_animation import describe, import_outputs
 from .preferences import PRESET_ITEMS, backend_config
 
 
@@ -49,6 +49,13 @@ class Track4DGenSettings(bpy.types.PropertyGroup):
                                   description="Stretch the result over a frame range instead of one scene frame per result frame")
     frame_start: IntProperty(name="Start", default=1, description="First scene frame of the animation")
     frame_end: IntProperty(name="End", default=16, description="Last scene frame of the animation")
+    import_mode: bpy.props.EnumProperty(
+        name="Result",
+        items=[("OBJECT", "Animate Object", "Animate a copy of the selected object (shape keys); the original is hidden"),
+               ("GAUSSIANS", "Gaussians", "Import the 4D Gaussians as an animated point object"),
+               ("BOTH", "Both", "Animate a copy of the object and import the Gaussians")],
+        default="OBJECT",
+    )
     preset: bpy.props.EnumProperty(
         name="Quality",
         items=[("DEFAULT", "From Preferences", "Use the preset set in the add-on preferences")]
@@ -136,7 +143,7 @@ class TRACK4DGEN_OT_animate_selected(bpy.types.Operator):
             settings = settings_from_scene(context.scene, cfg)
             if self.settings_json:
                 settings = job_io.settings_with_overrides(settings, self.settings_json)
-            sess = session.AnimateSession.start(context, obj, settings, cfg)
+            sess = session.AnimateSession.start(context, obj, settings, cfg, mode=context.scene.track4dgen.import_mode)
         except AddonError as err:
             set_error(context, err)
             self.report({"ERROR"}, str(err))
@@ -158,7 +165,7 @@ class TRACK4DGEN_OT_animate_selected(bpy.types.Operator):
             self.report({"WARNING"}, "Track4DGen job cancelled; the scene is unchanged")
             return {"CANCELLED"}
         _state(context).result_object = obj.name
-        self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.vertices)} Gaussians)")
+        self.report({"INFO"}, f"Imported {describe(obj)}")
         return {"FINISHED"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
@@ -234,14 +241,21 @@ class TRACK4DGEN_OT_cancel(bpy.types.Operator):
 
 
 class TRACK4DGEN_OT_import_result(bpy.types.Operator, ImportHelper):
-    """Import a Track4DGen result folder (gaussians4d.npz) as an animated point object"""
+    """Import a Track4DGen result folder: animate the object it was made from, and/or its 4D Gaussians"""
 
     bl_idname = "track4dgen.import_result"
-    bl_label = "Import 4D Gaussians"
+    bl_label = "Import Track4DGen Result"
     bl_options = {"REGISTER", "UNDO"}
 
     filename_ext = ".npz"
     filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    mode: bpy.props.EnumProperty(
+        name="Import",
+        items=[("OBJECT", "Animate Object", "Animate a copy of the job's source object (or the selected mesh)"),
+               ("GAUSSIANS", "Gaussians", "The 4D Gaussians as an animated point object"),
+               ("BOTH", "Both", "The animated copy and the Gaussians")],
+        default="OBJECT",
+    )
     ellipsoids: BoolProperty(name="Ellipsoids", default=False, description="Show oriented ellipsoids instead of points (slower)")
     point_size: FloatProperty(name="Point Size", default=1.5, min=0.0, description="Radius as a multiple of each Gaussian's scale")
     use_scene_start: BoolProperty(name="Start at Current Frame", default=False,
@@ -255,8 +269,10 @@ class TRACK4DGEN_OT_import_result(bpy.types.Operator, ImportHelper):
             placement = job_io.read_blender_json(folder) or {}
             if start is not None:
                 placement = {k: v for k, v in placement.items() if k not in ("frame_start", "frame_end")}
-            obj = import_result(folder, context.scene, frame_start=start, placement=placement,
-                                ellipsoids=self.ellipsoids, point_size=self.point_size)
+            # the object the job was made from, else the selected mesh
+            source = bpy.data.objects.get(placement.get("source_object", "")) or context.active_object
+            obj = import_outputs(self.mode, folder, context.scene, source, placement=placement, frame_start=start,
+                                 ellipsoids=self.ellipsoids, point_size=self.point_size)
         except AddonError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
@@ -264,12 +280,12 @@ class TRACK4DGEN_OT_import_result(bpy.types.Operator, ImportHelper):
             other.select_set(False)
         obj.select_set(True)
         context.view_layer.objects.active = obj
-        self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.vertices)} Gaussians)")
+        self.report({"INFO"}, f"Imported {describe(obj)}")
         return {"FINISHED"}
 
 
 def menu_import(self, context: bpy.types.Context) -> None:
-    self.layout.operator(TRACK4DGEN_OT_import_result.bl_idname, text="Import 4D Gaussians (.npz)")
+    self.layout.operator(TRACK4DGEN_OT_import_result.bl_idname, text="Track4DGen Result (.npz)")
 
 
 classes = (

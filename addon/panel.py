@@ -34,6 +34,7 @@ class VIEW3D_PT_track4dgen(bpy.types.Panel):
         row.prop(s, "seed")
         row.prop(s, "frames")
         col.prop(s, "preset")
+        col.prop(s, "import_mode")
         col.prop(s, "use_frame_range")
         if s.use_frame_range:
             row = col.row(align=True)

@@ -19,7 +19,7 @@ import bpy
 
 from . import job_io, runner
 from .errors import AddonError
-from .import_result import import_result
+from .import_mesh_animation import import_outputs
 from .preferences import BackendConfig, remote_client
 
 
@@ -48,8 +48,9 @@ class AnimateSession:
     """A started job for one source object. Drive it with :meth:`poll` (UI) or :meth:`run` (blocking)."""
 
     def __init__(self, source_name: str, job_dir: Path, info: dict[str, Any], job: runner._JobBase,
-                 cfg: BackendConfig) -> None:
+                 cfg: BackendConfig, mode: str = "OBJECT") -> None:
         self.source_name = source_name
+        self.mode = mode  # what to import: OBJECT (animate a copy), GAUSSIANS or BOTH
         self.job_dir = job_dir
         self.info = info
         self.job = job
@@ -59,7 +60,7 @@ class AnimateSession:
     # ----- lifecycle
     @classmethod
     def start(cls, context: bpy.types.Context, obj: bpy.types.Object, settings: job_io.JobSettings,
-              cfg: BackendConfig, job_dir: str | Path | None = None) -> "AnimateSession":
+              cfg: BackendConfig, job_dir: str | Path | None = None, mode: str = "OBJECT") -> "AnimateSession":
         job_io.check_source_object(obj)
         settings.resolved()  # bad settings fail before any work
         check_backend(cfg)
@@ -70,7 +71,7 @@ class AnimateSession:
         else:
             job = runner.BackendJob(cfg.python, job_dir, job_dir / "result", env=cfg.env())
         job.start()
-        return cls(obj.name, job_dir, info, job, cfg)
+        return cls(obj.name, job_dir, info, job, cfg, mode)
 
     def poll(self) -> list[dict[str, Any]]:
         return self.job.poll()
@@ -101,7 +102,8 @@ class AnimateSession:
         """After the job ended: import on success, raise AddonError on failure, None if cancelled."""
         if self.job.status == runner.DONE:
             if self.imported is None:
-                self.imported = import_result(self.job.result_dir, context.scene, placement=self.info)
+                self.imported = import_outputs(self.mode, self.job.result_dir, context.scene,
+                                               bpy.data.objects.get(self.source_name), placement=self.info)
                 if not self.cfg.keep_jobs:
                     shutil.rmtree(self.job_dir, ignore_errors=True)
             return self.imported

@@ -28,6 +28,7 @@ import bpy  # noqa: E402  (Blender's module, or the bpy wheel)
 
 from addon import job_io, runner, session  # noqa: E402
 from addon.errors import AddonError  # noqa: E402
+from addon.import_mesh_animation import describe  # noqa: E402
 from addon.preferences import BackendConfig  # noqa: E402
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj")
@@ -50,6 +51,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--token", default=os.environ.get("TRACK4DGEN_TOKEN", ""), help="server token (default: $TRACK4DGEN_TOKEN)")
     p.add_argument("--settings-json", default="", help="JSON object of extra JobSettings fields (e.g. stage2 overrides)")
     p.add_argument("--timeout", type=float, default=0.0, help="seconds per object before it is cancelled (0 = none)")
+    p.add_argument("--import-mode", default="object", choices=["object", "gaussians", "both"],
+                   help="object: animate a copy of each mesh (shape keys); gaussians: the 4D Gaussians; both")
     return p.parse_args(argv)
 
 
@@ -83,12 +86,12 @@ def import_mesh_file(path: Path) -> bpy.types.Object:
     return obj
 
 
-def animate(obj: bpy.types.Object, settings: job_io.JobSettings, cfg: BackendConfig, timeout: float) -> bool:
+def animate(obj: bpy.types.Object, settings: job_io.JobSettings, cfg: BackendConfig, timeout: float, mode: str = "object") -> bool:
     """One object through the add-on's session; prints progress; True on success."""
     name = obj.name
     emit(object=name, stage="start", message="rendering views and writing the job")
     try:
-        sess = session.AnimateSession.start(bpy.context, obj, settings, cfg)
+        sess = session.AnimateSession.start(bpy.context, obj, settings, cfg, mode=mode.upper())
         emit(object=name, stage="job", message=str(sess.job_dir))
 
         def on_event(event: dict) -> None:
@@ -102,7 +105,7 @@ def animate(obj: bpy.types.Object, settings: job_io.JobSettings, cfg: BackendCon
     if result is None:
         emit(object=name, error="cancelled", message="the job was cancelled", hint="")
         return False
-    emit(object=name, stage="imported", message=result.name, gaussians=len(result.data.vertices))
+    emit(object=name, stage="imported", message=describe(result))
     return True
 
 
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             emit(error="bad_input", message=f"{src.name} has no mesh objects with faces", hint="Pass a .blend with meshes.")
             return 1
         for name in targets:
-            if animate(bpy.data.objects[name], settings, cfg, args.timeout):
+            if animate(bpy.data.objects[name], settings, cfg, args.timeout, args.import_mode):
                 ok += 1
             else:
                 failed += 1
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 emit(object=path.name, error="bad_input", message=str(err), hint="Check that the file opens in Blender.")
                 failed += 1
                 continue
-            if animate(obj, settings, cfg, args.timeout):
+            if animate(obj, settings, cfg, args.timeout, args.import_mode):
                 ok += 1
                 dest = out / f"{path.stem}.blend"
                 bpy.ops.wm.save_as_mainfile(filepath=str(dest))

@@ -28,9 +28,13 @@ def fresh_scene():
 
 
 @pytest.fixture
-def backend_python() -> str:
-    """The interpreter that has the backend installed (the project's venv, or this one)."""
-    if VENV_PYTHON.exists():
-        return str(VENV_PYTHON)
-    return sys.executable
+def backend_python(tmp_path_factory) -> str:
+    """The interpreter that has the backend installed (the project's venv, or this one), wrapped
+    so that it runs this checkout's backend: the venv's editable install may point at another
+    checkout, and the add-on drops PYTHONPATH for the backend process."""
+    base = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    wrapper = tmp_path_factory.mktemp("python") / "python"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT / "backend"}" exec "{base}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
