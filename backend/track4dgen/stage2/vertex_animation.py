@@ -271,7 +271,7 @@ def vertex_trajectories(
     vertices: np.ndarray,
     faces: np.ndarray,
     fps: float,
-    method: str = "field",
+    method: str = "bind",
     arap_weight: float = 0.3,
     arap_iterations: int = 2,
     k: int = 8,
