@@ -254,6 +254,13 @@ def import_outputs(
     if mode in ("OBJECT", "BOTH") and (source is None or source.type != "MESH"):
         raise AddonError("the object to animate is gone or not a mesh",
                          "Select the mesh the job was made from, or import the Gaussians instead.", "bad_selection")
+    # check every file first, so a bad one leaves the scene untouched rather than half imported
+    if mode in ("OBJECT", "BOTH"):
+        load_mesh_animation(result_dir)
+    if mode in ("GAUSSIANS", "BOTH"):
+        from .import_result import load_result
+
+        load_result(result_dir)
     main = None
     if mode in ("OBJECT", "BOTH"):
         main = animate_object(source, result_dir, scene, placement=placement, frame_start=frame_start)

@@ -221,3 +221,24 @@ def test_animated_glb_reimports_with_its_animation(fresh_scene, tmp_path):
     for f in (2, F - 1):
         # the importer keys time t at scene frame t * fps: result frame f at f * 24 / 8
         np.testing.assert_allclose(world_at(round(f * 24 / 8)), info["positions"][f][source], atol=1e-4)
+
+
+def test_file_import_operator_animates_the_jobs_source(fresh_scene, tmp_path):
+    import json
+
+    import addon
+
+    src = textured_object()
+    info = write_result(src, tmp_path / "result")
+    (tmp_path / "result" / "blender.json").write_text(json.dumps({k: v for k, v in info.items() if k != "positions"}))
+    bpy.ops.object.select_all(action="DESELECT")  # the source is found by its name in blender.json
+    addon.register()
+    try:
+        assert bpy.ops.track4dgen.import_result(filepath=str(tmp_path / "result" / "mesh_animation.npz")) == {"FINISHED"}
+        active = bpy.context.view_layer.objects.active
+        assert active.name == "Sphere_animated" and len(active.data.shape_keys.key_blocks) == F + 1
+        with pytest.raises(RuntimeError, match="no gaussians4d.npz"):  # "Both" needs the Gaussians too
+            bpy.ops.track4dgen.import_result(filepath=str(tmp_path / "result" / "mesh_animation.npz"), mode="BOTH")
+        assert [o.name for o in bpy.data.objects if "animated" in o.name] == ["Sphere_animated"], "nothing half imported"
+    finally:
+        addon.unregister()
