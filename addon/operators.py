@@ -17,7 +17,7 @@ from bpy_extras.io_utils import ImportHelper
 
 from . import job_io, placement, runner, session
 from .errors import AddonError
-from .import_result import import_result
+from .import_mesh_animation import describe, import_outputs
 from .preferences import PRESET_ITEMS, backend_config
 
 
@@ -52,6 +52,13 @@ class Track4DGenSettings(bpy.types.PropertyGroup):
                                   description="Stretch the result over a frame range instead of one scene frame per result frame")
     frame_start: IntProperty(name="Start", default=1, description="First scene frame of the animation")
     frame_end: IntProperty(name="End", default=16, description="Last scene frame of the animation")
+    import_mode: bpy.props.EnumProperty(
+        name="Result",
+        items=[("OBJECT", "Animate Object", "Animate a copy of the selected object (shape keys); the original is hidden"),
+               ("GAUSSIANS", "Gaussians", "Import the 4D Gaussians as an animated point object"),
+               ("BOTH", "Both", "Animate a copy of the object and import the Gaussians")],
+        default="OBJECT",
+    )
     preset: bpy.props.EnumProperty(
         name="Quality",
         items=[("DEFAULT", "From Preferences", "Use the preset set in the add-on preferences")]
@@ -146,7 +153,7 @@ class TRACK4DGEN_OT_animate_selected(bpy.types.Operator):
             if self.settings_json:
                 settings = job_io.settings_with_overrides(settings, self.settings_json)
             session.cleanup_old_jobs(cfg)
-            sess = session.AnimateSession.begin(context, objs, settings, cfg)
+            sess = session.AnimateSession.begin(context, objs, settings, cfg, mode=context.scene.track4dgen.import_mode)
         except AddonError as err:
             set_error(context, err)
             self.report({"ERROR"}, str(err))
@@ -169,7 +176,7 @@ class TRACK4DGEN_OT_animate_selected(bpy.types.Operator):
             return {"CANCELLED"}
         sync_state(context, sess)  # the bar reaches 100 % once the import is done
         _state(context).result_object = obj.name
-        self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.vertices)} Gaussians)")
+        self.report({"INFO"}, f"Imported {describe(obj)}")
         return {"FINISHED"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
@@ -254,14 +261,21 @@ class TRACK4DGEN_OT_cancel(bpy.types.Operator):
 
 
 class TRACK4DGEN_OT_import_result(bpy.types.Operator, ImportHelper):
-    """Import a Track4DGen result folder (gaussians4d.npz) as an animated point object"""
+    """Import a Track4DGen result folder: animate the object it was made from, and/or its 4D Gaussians"""
 
     bl_idname = "track4dgen.import_result"
-    bl_label = "Import 4D Gaussians"
+    bl_label = "Import Track4DGen Result"
     bl_options = {"REGISTER", "UNDO"}
 
     filename_ext = ".npz"
     filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    mode: bpy.props.EnumProperty(
+        name="Import",
+        items=[("OBJECT", "Animate Object", "Animate a copy of the job's source object (or the selected mesh)"),
+               ("GAUSSIANS", "Gaussians", "The 4D Gaussians as an animated point object"),
+               ("BOTH", "Both", "The animated copy and the Gaussians")],
+        default="OBJECT",
+    )
     splats: BoolProperty(name="Gaussian Splats", default=True,
                          description="Render soft Gaussian splats; off shows fast preview points")
     point_size: FloatProperty(name="Point Size", default=1.5, min=0.0, description="Preview points: radius as a multiple of each Gaussian's scale")
@@ -274,15 +288,17 @@ class TRACK4DGEN_OT_import_result(bpy.types.Operator, ImportHelper):
         folder = path if path.is_dir() else path.parent
         start = context.scene.frame_current if self.use_scene_start else None
         try:
-            placement = job_io.read_blender_json(folder) or {}
+            info = job_io.read_blender_json(folder) or {}
             if start is not None:
-                placement = {k: v for k, v in placement.items() if k not in ("frame_start", "frame_end")}
-            obj = import_result(folder, context.scene, frame_start=start, placement=placement,
-                                splats=self.splats, point_size=self.point_size, timing=self.timing)
+                info = {k: v for k, v in info.items() if k not in ("frame_start", "frame_end")}
+            # the object the job was made from, else the selected mesh
+            source = bpy.data.objects.get(info.get("source_object", "")) or context.active_object
+            obj = import_outputs(self.mode, folder, context.scene, source, placement=info, frame_start=start,
+                                 timing=self.timing, splats=self.splats, point_size=self.point_size)
         except AddonError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.vertices)} Gaussians)")
+        self.report({"INFO"}, f"Imported {describe(obj)}")
         return {"FINISHED"}
 
 
@@ -434,7 +450,7 @@ class TRACK4DGEN_OT_cleanup_jobs(bpy.types.Operator):
 
 
 def menu_import(self, context: bpy.types.Context) -> None:
-    self.layout.operator(TRACK4DGEN_OT_import_result.bl_idname, text="Import 4D Gaussians (.npz)")
+    self.layout.operator(TRACK4DGEN_OT_import_result.bl_idname, text="Track4DGen Result (.npz)")
 
 
 classes = (

@@ -42,6 +42,7 @@ class VIEW3D_PT_track4dgen(bpy.types.Panel):
         col.prop(s, "preset")
         preset = s.preset if s.preset != "DEFAULT" else backend_config_preset(context)
         col.label(text=PRESET_TIMES.get(preset, ""), icon="TIME")
+        col.prop(s, "import_mode")
         col.prop(s, "use_frame_range")
         if s.use_frame_range:
             row = col.row(align=True)

@@ -130,11 +130,7 @@ def place_result(
     if timing == "SCENE_FPS" and fps > 0:
         scene.render.fps = max(1, round(fps))
         scene.render.fps_base = scene.render.fps / fps
-    start = frame_start if frame_start is not None else info.get("frame_start")
-    end = frame_end
-    if end is None and frame_start is None and info.get("custom_frame_range"):
-        end = info.get("frame_end")
-    rng = frame_range(scene, frames, fps, start, end, timing)
+    rng = job_frame_range(scene, info, frames, fps, frame_start, frame_end, timing)
 
     if "center" in info and "scale" in info:
         obj.matrix_world = placement_matrix(info["center"], info["scale"])
@@ -154,14 +150,31 @@ def place_result(
             source.hide_set(True, view_layer=view_layer)
             source.hide_render = True
 
+    select_and_fit(obj, scene, rng, view_layer, fit_scene_range)
+    return rng
+
+
+def job_frame_range(scene: bpy.types.Scene, info: dict[str, Any], frames: int, fps: float,
+                    frame_start: int | None = None, frame_end: int | None = None,
+                    timing: str = "REALTIME") -> FrameRange:
+    """The range a result plays over, from explicit overrides, else blender.json's start and (only
+    when the user chose it in the panel, ``custom_frame_range``) its end, else ``timing``."""
+    start = frame_start if frame_start is not None else info.get("frame_start")
+    end = frame_end
+    if end is None and frame_start is None and info.get("custom_frame_range"):
+        end = info.get("frame_end")
+    return frame_range(scene, frames, fps, start, end, timing)
+
+
+def select_and_fit(obj: bpy.types.Object, scene: bpy.types.Scene, rng: FrameRange,
+                   view_layer: bpy.types.ViewLayer, fit_scene_range: bool = True) -> None:
+    """Make ``obj`` the only selected and the active object, record its range and fit the scene's."""
     for other in view_layer.objects:
         other.select_set(False, view_layer=view_layer)
     obj.select_set(True, view_layer=view_layer)
     view_layer.objects.active = obj
-
     obj[RANGE_KEY] = [rng.start, rng.end]
     if fit_scene_range:
         _fit_scene_range(scene, obj, rng)
     elif scene.frame_end < rng.end:
         scene.frame_end = rng.end
-    return rng

@@ -19,7 +19,7 @@ import bpy
 
 from . import job_io, runner
 from .errors import AddonError
-from .import_result import import_result
+from .import_mesh_animation import animate_object, import_outputs
 from .preferences import BackendConfig, remote_client
 
 
@@ -151,8 +151,9 @@ class AnimateSession:
     """
 
     def __init__(self, source_name: str, job_dir: Path, info: dict[str, Any] | None, job: runner._JobBase | None,
-                 cfg: BackendConfig) -> None:
+                 cfg: BackendConfig, mode: str = "OBJECT") -> None:
         self.source_name = source_name
+        self.mode = mode  # what to import: OBJECT (animate a copy), GAUSSIANS or BOTH
         self.job_dir = job_dir
         self.info = info
         self.job = job
@@ -170,7 +171,7 @@ class AnimateSession:
     # ----- lifecycle
     @classmethod
     def begin(cls, context: bpy.types.Context, objs, settings: job_io.JobSettings, cfg: BackendConfig,
-              job_dir: str | Path | None = None, checked: bool = False) -> "AnimateSession":
+              job_dir: str | Path | None = None, checked: bool = False, mode: str = "OBJECT") -> "AnimateSession":
         """Validate and start the check; nothing is rendered yet (call :meth:`step`)."""
         objs = list(objs) if isinstance(objs, (list, tuple)) else [objs]
         for obj in objs:
@@ -178,7 +179,7 @@ class AnimateSession:
         settings = settings.resolved()  # bad settings fail before any work
         name = objs[0].name if len(objs) == 1 else f"{objs[0].name}+{len(objs) - 1}"
         job_dir = Path(job_dir) if job_dir is not None else new_job_dir(cfg.jobs_dir, name)
-        sess = cls(objs[0].name, job_dir, None, None, cfg)
+        sess = cls(objs[0].name, job_dir, None, None, cfg, mode)
         sess.sources = [o.name for o in objs]
         sess.settings = settings
         if checked:
@@ -193,9 +194,9 @@ class AnimateSession:
 
     @classmethod
     def start(cls, context: bpy.types.Context, obj, settings: job_io.JobSettings, cfg: BackendConfig,
-              job_dir: str | Path | None = None, checked: bool = False) -> "AnimateSession":
+              job_dir: str | Path | None = None, checked: bool = False, mode: str = "OBJECT") -> "AnimateSession":
         """Blocking until the backend job runs: check, render, start (scripts and tests)."""
-        sess = cls.begin(context, obj, settings, cfg, job_dir, checked)
+        sess = cls.begin(context, obj, settings, cfg, job_dir, checked, mode)
         while sess.phase in ("check", "render"):
             sess.step(context)
             if sess.phase == "check":
@@ -314,7 +315,10 @@ class AnimateSession:
         """After the job ended: import on success, raise AddonError on failure, None if cancelled."""
         if self.status == runner.DONE:
             if self.imported is None:
-                self.imported = import_result(self.job.result_dir, context.scene, placement=self.info)
+                self.imported = import_outputs(self.mode, self.job.result_dir, context.scene,
+                                               bpy.data.objects.get(self.source_name), placement=self.info)
+                if self.mode in ("OBJECT", "BOTH"):
+                    self._animate_other_sources(context)
                 if not self.cfg.keep_jobs:
                     shutil.rmtree(self.job_dir, ignore_errors=True)
             return self.imported
@@ -324,6 +328,16 @@ class AnimateSession:
         if err is not None:
             raise err
         raise AddonError(f"the job is still {self.status}", "Wait for it to finish or cancel it.", "busy")
+
+    def _animate_other_sources(self, context: bpy.types.Context) -> None:
+        """Several meshes were joined (in world space) for one job: each gets its own animated copy,
+        its vertices matched to the joined result through its own world matrix."""
+        for name in self.sources[1:]:
+            obj = bpy.data.objects.get(name)
+            if obj is None or obj.type != "MESH":
+                continue
+            info = {**(self.info or {}), "source_matrix_world": [list(row) for row in obj.matrix_world]}
+            animate_object(obj, self.job.result_dir, context.scene, placement=info)
 
     def run(self, context: bpy.types.Context, timeout: float | None = None,
             on_event: Callable[[dict[str, Any]], None] | None = None) -> bpy.types.Object | None:

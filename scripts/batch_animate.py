@@ -29,6 +29,7 @@ import bpy  # noqa: E402  (Blender's module, or the bpy wheel)
 
 from addon import job_io, runner, session  # noqa: E402
 from addon.errors import AddonError  # noqa: E402
+from addon.import_mesh_animation import describe  # noqa: E402
 from addon.preferences import BackendConfig  # noqa: E402
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj")
@@ -51,6 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--token", default=os.environ.get("TRACK4DGEN_TOKEN", ""), help="server token (default: $TRACK4DGEN_TOKEN)")
     p.add_argument("--settings-json", default="", help="JSON object of extra JobSettings fields (e.g. stage2 overrides)")
     p.add_argument("--timeout", type=float, default=0.0, help="seconds per object before it is cancelled (0 = none)")
+    p.add_argument("--import-mode", default="object", choices=["object", "gaussians", "both"],
+                   help="object: animate a copy of each mesh (shape keys); gaussians: the 4D Gaussians; both")
     return p.parse_args(argv)
 
 
@@ -84,12 +87,13 @@ def import_mesh_file(path: Path) -> bpy.types.Object:
     return obj
 
 
-def animate(obj: bpy.types.Object, settings: job_io.JobSettings, cfg: BackendConfig, timeout: float) -> bool:
+def animate(obj: bpy.types.Object, settings: job_io.JobSettings, cfg: BackendConfig, timeout: float, mode: str = "object") -> bool:
     """One object through the add-on's session; prints progress; True on success."""
     name = obj.name
     emit(object=name, stage="start", message="rendering views and writing the job")
     try:
-        sess = session.AnimateSession.start(bpy.context, obj, settings, cfg, checked=True)  # checked once in main()
+        # the backend and weights were checked once in main()
+        sess = session.AnimateSession.start(bpy.context, obj, settings, cfg, checked=True, mode=mode.upper())
         emit(object=name, stage="job", message=str(sess.job_dir))
 
         def on_event(event: dict) -> None:
@@ -103,7 +107,7 @@ def animate(obj: bpy.types.Object, settings: job_io.JobSettings, cfg: BackendCon
     if result is None:
         emit(object=name, error="cancelled", message="the job was cancelled", hint="")
         return False
-    emit(object=name, stage="imported", message=result.name, gaussians=len(result.data.vertices))
+    emit(object=name, stage="imported", message=describe(result))
     return True
 
 
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if targets:
         for name in targets:
-            if animate(bpy.data.objects[name], settings, cfg, args.timeout):
+            if animate(bpy.data.objects[name], settings, cfg, args.timeout, args.import_mode):
                 ok += 1
             else:
                 failed += 1
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 emit(object=path.name, error="bad_input", message=str(err), hint="Check that the file opens in Blender.")
                 failed += 1
                 continue
-            if animate(obj, settings, cfg, args.timeout):
+            if animate(obj, settings, cfg, args.timeout, args.import_mode):
                 ok += 1
                 dest = out / f"{path.stem}.blend"
                 bpy.ops.wm.save_as_mainfile(filepath=str(dest))

@@ -14,6 +14,7 @@ from track4dgen.synthetic import load_gt, write_job
 
 
 def _write_result(result_dir, vertices, faces, colors, moving: bool, n: int = 1000) -> None:
+    """Gaussians on the true surface (moving with it or still) and the mesh animation likewise."""
     fi, bary = G.sample_surface(vertices[0], faces, n, seed=0)
     frame_means = G.surface_points(vertices, faces, fi, bary)
     if not moving:
@@ -30,6 +31,9 @@ def _write_result(result_dir, vertices, faces, colors, moving: bool, n: int = 10
         frame_rgb=np.repeat(rgb[None], F, 0).astype(np.float32),
         opacity_logit=np.full(n, 2.0, np.float32),
     )
+    positions = vertices if moving else np.repeat(vertices[:1], len(vertices), 0)
+    np.savez(result_dir / "mesh_animation.npz", positions=positions.astype(np.float32), faces=faces, fps=np.float32(8),
+             frames=np.int32(F), vertex_count=np.int64(vertices.shape[1]), method=np.array("field"), time_s=np.float32(0.5))
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,9 @@ def test_eval_cli_ground_truth_end_to_end(job, tmp_path, capsys):
     assert good["motion_err_pct"] < 1e-3 and still["motion_err_pct"] == pytest.approx(still["motion_err_static_pct"], rel=1e-6)
     assert good["track_epe_px"] < 0.05 < still["track_epe_px"]
     assert good["chamfer_pct"] < still["chamfer_pct"]
+    assert good["mesh_err_pct"] < 1e-4 and good["mesh_err_static_pct"] == pytest.approx(still["mesh_err_pct"], rel=1e-6)
+    assert still["mesh_err_pct"] > 0.1 and good["mesh_flipped_pct"] == 0.0 and good["mesh_edge_distortion_pct"] < 1e-4
+    assert still["mesh_edge_distortion_pct"] > 0.0 and good["mesh_time_s"] == pytest.approx(0.5)
     for split in ("heldout", "train"):
         assert good[f"psnr_{split}_masked"] > still[f"psnr_{split}_masked"]
         assert good[f"ssim_{split}"] > still[f"ssim_{split}"]

@@ -215,3 +215,26 @@ def test_anchor_on_a_dense_mesh_is_exact_with_bounded_memory():
         q, _ = gt.closest_point_on_triangles(pts[p], tri[:, 0], tri[:, 1], tri[:, 2])
         assert dist[p] == pytest.approx(np.linalg.norm(q - pts[p], axis=1).min(), abs=1e-12)
     assert np.allclose(np.linalg.norm(gt.surface_points(v, f, fi, bary) - pts, axis=1), dist)
+
+def test_mesh_metrics_count_flips_stretch_and_error():
+    """Issue 14's mesh metrics on a two-triangle square: one face folded over, edges stretched."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=float)
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    truth = np.stack([v, v + [0, 0, 1]])  # the truth moves up by 1
+    folded = truth.copy()
+    folded[1, 3] = [1.0, -1.0, 1.0]  # vertex 3 pulled across the diagonal: face 1 flips
+    assert gt.flipped_face_fraction(truth, truth, faces) == 0.0
+    assert gt.flipped_face_fraction(folded, truth, faces) == 0.5
+    stretched = truth.copy()
+    stretched[1] = truth[0] * 2 + [0, 0, 1]  # every edge twice as long
+    assert gt.edge_length_distortion(stretched, truth, faces) == pytest.approx(1.0)
+    err, still = gt.vertex_error_pct(truth, truth)
+    assert err == 0.0 and still == pytest.approx(100 * 0.5 / np.sqrt(2))  # 1 unit in half the frames / diag
+    # area weighting: vertex 0 and 2 carry both faces (1/3 each of two triangles), 1 and 3 one
+    moved = truth.copy()
+    moved[1, 1] += [0, 0, 0.3]
+    np.testing.assert_allclose(gt.vertex_areas(v, faces), [1 / 3, 1 / 6, 1 / 3, 1 / 6])
+    assert gt.vertex_error_pct(moved, truth, faces)[0] == pytest.approx(100 * 0.3 / 2 * (1 / 6) / np.sqrt(2))
+    assert gt.vertex_error_pct(moved, truth)[0] == pytest.approx(100 * 0.3 / 2 / 4 / np.sqrt(2))
+    with pytest.raises(ValueError, match="vertices"):
+        gt.vertex_error_pct(truth[:, :3], truth)

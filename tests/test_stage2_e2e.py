@@ -87,11 +87,19 @@ def test_run_stage2_improves_and_writes_result(tiny_job, tmp_path):
     assert str(z["rasterize_mode"]) == cfg.raster_mode == "antialiased"  # renderers must use the fitted mode
     for view in range(4):
         assert (out / "videos" / f"render_view{view}.mp4").stat().st_size > 1000
+    # the animated input mesh (issue 14): trajectories of every job-mesh vertex, frame 0 exact
+    mesh = load_mesh(job.mesh_path)
+    anim = np.load(out / "mesh_animation.npz")
+    assert anim["positions"].shape == (FRAMES, len(mesh.vertices), 3)
+    np.testing.assert_allclose(anim["positions"][0], mesh.vertices, atol=1e-6)
+    assert (out / "animated.glb").stat().st_size > job.mesh_path.stat().st_size
+    assert sorted(p.name for p in (out / "ply").iterdir()) == [f"frame_{f:03d}.ply" for f in range(FRAMES)]
     from track4dgen.eval.cli import evaluate_gt
 
     scored = evaluate_gt(out, job.root, device="cpu")  # eval re-renders the npz: one PSNR definition
     assert scored["psnr_train"] == pytest.approx(metrics["psnr_train"], abs=0.05)
     assert scored["psnr_train_masked"] == pytest.approx(metrics["psnr_train_masked"], abs=0.05)
+    assert 0.0 <= scored["mesh_err_pct"] and 0.0 <= scored["mesh_flipped_pct"] <= 100.0
     saved = json.loads((out / "metrics.json").read_text())["stage2"]
     for key in ("psnr_train", "psnr_train_masked", "final_losses", "timings_s", "peak_mem_mb", "device", "it_per_s"):
         assert key in saved

@@ -146,6 +146,10 @@ STAGE2: dict[str, Any] = {
     "checkpoint_every": Num(int, 0, 1_000_000),  # 0 = no checkpoints
     "fps": Num(int, 1, 240),
     "device": Text(16, DEVICE_PATTERN),
+    "vertex_motion": Choice(("bind", "field")),
+    "vertex_arap_weight": Num(float, 0.0, 1000.0),
+    "vertex_arap_iters": Num(int, 0, 100),
+    "write_frame_plys": Bool(),
 }
 
 STAGE1: dict[str, Any] = {

@@ -86,7 +86,7 @@ def test_blend_file_end_to_end_on_a_server(tmp_path, backend_python, server):
     subprocess.run([sys.executable, "-c", make], check=True, capture_output=True, timeout=120)
     rc, events, log = _run(["--input", str(tmp_path / "scene.blend"), "--prompt", "a crate hopping", "--out", str(tmp_path / "out"),
                             "--model", "tiny", "--frames", "4", "--settings-json", json.dumps(TINY),
-                            "--remote", server, "--token", TOKEN], backend_python, tmp_path)
+                            "--remote", server, "--token", TOKEN, "--import-mode", "both"], backend_python, tmp_path)
     assert rc == 0, log[-3000:] + (tmp_path / "server.log").read_text()[-3000:]
     assert TOKEN not in log, "the token is never printed"
     stages = [e.get("stage") for e in events]
@@ -100,6 +100,7 @@ def test_blend_file_end_to_end_on_a_server(tmp_path, backend_python, server):
         bpy.ops.wm.open_mainfile(filepath={str(blend)!r})
         obj = bpy.data.objects["Crate_4D"]
         assert obj.modifiers["Track4DGen"].node_group is not None
+        assert len(bpy.data.objects["Crate_animated"].data.shape_keys.key_blocks) == 1 + 4
         assert "Crate" in bpy.data.objects and "Wire" in bpy.data.objects
         print("BLEND_OK", len(obj.data.vertices))
     """)

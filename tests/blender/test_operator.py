@@ -99,12 +99,16 @@ def test_backend_error_keeps_job_folder(registered):
 def test_animate_selected_runs_real_backend_and_imports(registered):
     obj = _monkey()
     matrix = np.array(obj.matrix_world)
+    registered.track4dgen.import_mode = "BOTH"  # the animated copy (default) and the Gaussians
     res = bpy.ops.track4dgen.animate_selected(settings_json=json.dumps(TINY), timeout=400)
     assert res == {"FINISHED"}
     st = _state()
     assert st.status == "done" and st.last_error == "" and st.fraction == 1.0
-    result = bpy.data.objects[st.result_object]
-    assert result.name == "Suzanne_4D" and np.allclose(np.array(obj.matrix_world), matrix)
+    copy = bpy.data.objects[st.result_object]
+    assert copy.name == "Suzanne_animated" and len(copy.data.shape_keys.key_blocks) == 1 + 4
+    assert copy.data.materials[:] == obj.data.materials[:] and obj.hide_render
+    result = bpy.data.objects["Suzanne_4D"]
+    assert np.allclose(np.array(obj.matrix_world), matrix)
     job_dir = Path(st.job_dir)
     info = json.loads((job_dir / "blender.json").read_text())
     with np.load(job_dir / "result" / "gaussians4d.npz") as z:

@@ -2,7 +2,9 @@
 
 Ground-truth metrics (``--gt``, a synthetic job written by ``track4dgen.synthetic.write_job``) need
 no weights: PSNR/SSIM (masked and not) on the 4 held-out and the 4 training views, 3D centre
-error (and its no-motion baseline), Chamfer, projected-track EPE. Paper metrics run when their
+error (and its no-motion baseline), Chamfer, projected-track EPE, and for the animated input mesh
+(``mesh_animation.npz``) its vertex error (and baseline), flipped faces, edge-length distortion
+and the seconds its trajectories took. Paper metrics run when their
 weights are given: the video metrics of Table 1 on the result's videos (``--dino --amt --raft
 --clip --aesthetic``; I2V uses the job's conditioning views, ``--job``) and the CLIP 4D metrics
 (``--clip``; reference image and prompt from ``--job`` or ``--reference``/``--prompt``).
@@ -104,6 +106,8 @@ def evaluate_gt(result_dir: Path, job_dir: Path, backend: str = "auto", device: 
     still = G.project_tracks(G.gaussian_tracks_3d(truth.points_canonical, g["means"], np.repeat(g["means"][None], F, 0)), Ks, w2cs)
     out["track_epe_static_px"] = G.track_epe(still, truth.tracks, truth.visibility)
 
+    out.update(evaluate_mesh_gt(result_dir, truth.vertices, truth.faces))
+
     bg = _job_background(job_dir)
     for name, cameras, target in (
         ("heldout", truth.heldout_cameras, truth.heldout_videos()),
@@ -117,6 +121,30 @@ def evaluate_gt(result_dir: Path, job_dir: Path, backend: str = "auto", device: 
         out[f"psnr_{name}_masked"] = G.psnr(pred_rgb, tgt_rgb, mask)
         out[f"ssim_{name}"] = G.ssim(pred_rgb, tgt_rgb)
         out[f"ssim_{name}_masked"] = G.ssim(pred_rgb, tgt_rgb, mask)
+    return out
+
+
+def evaluate_mesh_gt(result_dir: Path, gt_vertices: np.ndarray, faces: np.ndarray) -> dict[str, float]:
+    """Mesh metrics of ``result_dir/mesh_animation.npz`` (none for results without one)."""
+    from ..stage2.vertex_animation import load_mesh_animation
+    from . import gt as G
+    from .results import ResultError
+
+    if not (result_dir / "mesh_animation.npz").is_file():
+        return {}
+    try:
+        anim = load_mesh_animation(result_dir)
+    except ValueError as exc:
+        raise ResultError(str(exc)) from exc
+    pos = anim["positions"]
+    if pos.shape != np.shape(gt_vertices):
+        raise ResultError(f"mesh_animation.npz is {pos.shape} but the ground truth is {np.shape(gt_vertices)}; evaluate the matching job")
+    out: dict[str, float] = {}
+    out["mesh_err_pct"], out["mesh_err_static_pct"] = G.vertex_error_pct(pos, gt_vertices, faces)
+    out["mesh_err_per_vertex_pct"], out["mesh_err_per_vertex_static_pct"] = G.vertex_error_pct(pos, gt_vertices)
+    out["mesh_flipped_pct"] = 100.0 * G.flipped_face_fraction(pos, gt_vertices, faces)
+    out["mesh_edge_distortion_pct"] = 100.0 * G.edge_length_distortion(pos, gt_vertices, faces)
+    out["mesh_time_s"] = float(anim["time_s"])
     return out
 
 

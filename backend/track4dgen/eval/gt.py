@@ -28,6 +28,17 @@ Definitions (pinned here, quoted by the README and the benchmark):
 * **Chamfer** (``chamfer_pct``) — per frame, symmetric mean nearest-neighbour distance (not
   squared) between the centres and ``n_samples`` area-uniform surface samples that move with
   the mesh, averaged over frames, % of the anchor-frame bounding-box diagonal.
+* **Mesh vertex error** (``vertex_error_pct``) — the animated input mesh (``mesh_animation.npz``)
+  against the ground-truth vertices of the same index: mean over frames of ``|p_f - gt_f|``,
+  averaged over vertices weighted by their lumped area (so the number is the error over the
+  surface, not over wherever the modeller put many vertices, and is comparable to the centre
+  error of the area-uniform Gaussians); % of the anchor-frame bounding-box diagonal. The "no
+  motion" baseline is the input mesh held still. The unweighted per-vertex mean is reported too.
+* **Flipped faces** (``flipped_face_fraction``) — fraction of (frame, face) pairs, frames 1..F-1
+  (frame 0 is the input), whose normal points against the ground-truth face's normal at that
+  frame (a fold); faces degenerate in the ground truth are not counted.
+* **Edge-length distortion** (``edge_length_distortion``) — mean over frames 1..F-1 and mesh edges
+  of ``| |e_f| / |e_gt,f| - 1 |``: stretching or shrinking beyond the true deformation.
 * **Track EPE** (``track_epe``) — mean pixel distance between predicted and ground-truth 2D
   tracks over the entries the ground truth marks visible. ``gaussian_tracks_3d`` turns a
   Gaussian result into 3D tracks of the ground truth's canonical query points (each point follows
@@ -328,6 +339,59 @@ def motion_error_pct(
     still = np.linalg.norm(true_disp, axis=-1).mean()
     diag = bbox_diagonal(g[anchor_frame])
     return float(100.0 * err / diag), float(100.0 * still / diag)
+
+
+def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Lumped vertex areas [V]: a third of the area of every face around the vertex."""
+    n = _face_normals(np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64))
+    third = np.linalg.norm(n, axis=-1) / 6.0
+    return np.bincount(np.asarray(faces).reshape(-1), weights=np.repeat(third, 3), minlength=len(vertices))
+
+
+def vertex_error_pct(positions: np.ndarray, gt_vertices: np.ndarray, faces: np.ndarray | None = None) -> tuple[float, float]:
+    """(mesh vertex error, no-motion baseline), % of the anchor-frame bbox diagonal (module doc).
+
+    With ``faces`` each vertex counts by its lumped area at frame 0 (the error integrated over the
+    surface, as the area-uniform Gaussians are scored); without, every vertex counts once.
+    """
+    p, g = _check_sequence(positions, gt_vertices)
+    if p.shape != g.shape:
+        raise ValueError(f"mesh animation has {p.shape[1]} vertices but the ground truth {g.shape[1]}; "
+                         "both must be the job mesh's vertices in the same order")
+    w = np.ones(p.shape[1]) if faces is None else vertex_areas(g[0], faces)
+    diag = bbox_diagonal(g[0])
+    err = (np.linalg.norm(p - g, axis=-1).mean(0) * w).sum() / w.sum()
+    still = (np.linalg.norm(p[:1] - g, axis=-1).mean(0) * w).sum() / w.sum()
+    return float(100.0 * err / diag), float(100.0 * still / diag)
+
+
+def _face_normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    tri = v[..., faces, :]  # [..., T, 3, 3]
+    return np.cross(tri[..., 1, :] - tri[..., 0, :], tri[..., 2, :] - tri[..., 0, :])
+
+
+def flipped_face_fraction(positions: np.ndarray, gt_vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Fraction of faces (frames 1..F-1) turned against the ground truth's orientation (module doc)."""
+    p, g = _check_sequence(positions, gt_vertices)
+    f = np.asarray(faces, dtype=np.int64)
+    n_p, n_g = _face_normals(p[1:], f), _face_normals(g[1:], f)
+    area_g = np.linalg.norm(n_g, axis=-1)
+    valid = area_g > 1e-12 * max(float(area_g.max()), 1e-30)
+    if not valid.any():
+        raise ValueError("every ground-truth face is degenerate (or there is only one frame)")
+    flipped = (n_p * n_g).sum(-1) < 0
+    return float(flipped[valid].mean())
+
+
+def edge_length_distortion(positions: np.ndarray, gt_vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Mean relative edge-length error against the ground truth, frames 1..F-1 (module doc)."""
+    p, g = _check_sequence(positions, gt_vertices)
+    f = np.asarray(faces, dtype=np.int64)
+    e = np.unique(np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1), axis=0)
+    length_p = np.linalg.norm(p[1:, e[:, 0]] - p[1:, e[:, 1]], axis=-1)
+    length_g = np.linalg.norm(g[1:, e[:, 0]] - g[1:, e[:, 1]], axis=-1)
+    ok = length_g > 0
+    return float(np.abs(length_p[ok] / length_g[ok] - 1.0).mean())
 
 
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Write Stage Two results: ``gaussians4d.npz`` and ``videos/render_view{k}.mp4``.
+"""Write Stage Two results: ``gaussians4d.npz``, ``videos/render_view{k}.mp4`` and the animated
+input mesh (``mesh_animation.npz``, ``animated.glb``) with per-frame 3DGS ``ply/frame_{f:03d}.ply``.
 
 npz keys (DESIGN.md, brief): canonical ``means quats(wxyz) log_scales opacity_logit sh4d``;
 per frame ``frame_means frame_quats frame_log_scales frame_rgb``; ``opacity`` (sigmoid), ``fps``.
@@ -64,6 +65,25 @@ def write_gaussians_npz(
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
     return path
+
+
+def write_mesh_results(
+    out_dir: str | Path, model: Stage2Model, vertices: np.ndarray, faces: np.ndarray, mesh_path: str | Path, cfg: Stage2Config
+) -> dict[str, float]:
+    """``mesh_animation.npz`` and ``animated.glb`` for the job mesh (stage2/vertex_animation.py,
+    stage2/gltf_animation.py), then ``ply/`` from the written ``gaussians4d.npz``. Returns timings."""
+    from .gltf_animation import write_animated_glb
+    from .splat_ply import write_frame_plys
+    from .vertex_animation import vertex_trajectories, write_mesh_animation_npz
+
+    out_dir = Path(out_dir)
+    anim = vertex_trajectories(model, vertices, faces, cfg.fps, cfg.vertex_motion, cfg.vertex_arap_weight, cfg.vertex_arap_iters)
+    write_mesh_animation_npz(out_dir / "mesh_animation.npz", anim, faces)
+    write_animated_glb(out_dir / "animated.glb", mesh_path, anim.positions, cfg.fps)
+    if cfg.write_frame_plys:
+        with np.load(out_dir / "gaussians4d.npz") as z:
+            write_frame_plys(out_dir / "ply", {k: z[k] for k in ("sh4d", "frame_means", "opacity_logit", "frame_log_scales", "frame_quats")})
+    return {f"mesh_{k}": round(v, 3) for k, v in anim.timings_s.items()}
 
 
 @torch.no_grad()

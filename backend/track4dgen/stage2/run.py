@@ -1,7 +1,8 @@
 """Stage Two entry point: multi-view videos (+ optional diffusion features) -> animated 4D Gaussians.
 
 ``run_stage2(job, videos, features, reporter, out_dir, sds_fn=None, checkpoint_dir=None)``
-writes ``gaussians4d.npz``, ``videos/render_view{k}.mp4`` and ``metrics.json`` (``{"stage2": ...}``)
+writes ``gaussians4d.npz``, the animated input mesh (``mesh_animation.npz``, ``animated.glb``),
+``ply/frame_{f:03d}.ply``, ``videos/render_view{k}.mp4`` and ``metrics.json`` (``{"stage2": ...}``)
 into ``out_dir`` and returns the metrics dict.
 """
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from ..job import Job, JobError, ProgressReporter
 from ..meshio import MeshError, load_mesh
 from .config import Stage2Config
-from .export import render_all, write_gaussians_npz, write_videos
+from .export import render_all, write_gaussians_npz, write_mesh_results, write_videos
 from .losses import SdsFn, composite
 from .model import Stage2Model
 from .optimize import RenderFn, Trainer, TrainData, default_render_fn
@@ -195,14 +196,17 @@ def run_stage2(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if reporter is not None:
-        reporter.update("export", 0, 2, "writing gaussians4d.npz")
+        reporter.update("export", 0, 3, "writing gaussians4d.npz")
     write_gaussians_npz(out_dir / "gaussians4d.npz", model, data.cam_centers, cfg.fps, cfg.raster_mode)
+    if reporter is not None:
+        reporter.update("export", 1, 3, "animating the input mesh")
+    mesh_timings = write_mesh_results(out_dir, model, mesh.vertices, mesh.faces, job.mesh_path, cfg)
     rgb, alpha = render_all(model, data, render, cfg.raster_backend, cfg.raster_mode)
     target = composite(data.images, data.background)
     mask = (data.images[..., 3:4] > 0.5).float()
     write_videos(out_dir / "videos", rgb, cfg.fps)
     if reporter is not None:
-        reporter.update("export", 2, 2, "wrote videos")
+        reporter.update("export", 3, 3, "wrote videos")
 
     metrics = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
@@ -213,7 +217,7 @@ def run_stage2(
         "psnr_train": psnr(rgb, target),
         "psnr_train_masked": psnr(rgb, target, mask),
         "final_losses": {k: v for k, v in train_stats.items() if k in ("loss", "rec", "rec_rgb", "rec_mask", "arap", "sds")},
-        "timings_s": {"init": t_init, "train": train_stats["train_s"], "export": time.monotonic() - t_export,
+        "timings_s": {"init": t_init, "train": train_stats["train_s"], "export": time.monotonic() - t_export, **mesh_timings,
                       "total": time.monotonic() - t_start},
         "peak_mem_mb": peak_memory_mb(device),
         "resolution": list(data.size),

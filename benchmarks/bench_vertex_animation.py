@@ -1,0 +1,155 @@
+"""Animated input mesh (issue 14): how well do the mesh's own vertices follow the true motion?
+
+For every synthetic object: run Stage Two with the Stage Two benchmark's settings
+(``SYNTHETIC_64_OVERRIDES``, 64 px, 4 views x 16 frames, 750 + 250 iterations) keeping the final
+checkpoint, then rebuild the fitted model and compute the vertex trajectories with each variant
+(``field`` = the field evaluated at the vertices, ``bind`` = carried by the nearest Gaussians; each
+with and without the ARAP solve). Scores (definitions: ``track4dgen.eval.gt``): mesh vertex error
+and its no-motion baseline (% of the bbox diagonal), the Gaussians' ``err3d`` of the same run,
+flipped faces (%), edge-length distortion (%), seconds. The vertex error is area-weighted (the
+error over the surface; gt.py says why) and also given per vertex. ``--big N`` also times every variant on an
+N-vertex sphere with the last object's field.
+
+    python benchmarks/bench_vertex_animation.py --work DIR [--objects a,b] [--big 200000] [--json PATH]
+
+Runs whose checkpoint is already in ``DIR/<object>/ckpt`` are not repeated, so the slow part can
+be started early and scored later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+VARIANTS = (("field", 2), ("field", 0), ("bind", 2), ("bind", 0))
+
+
+def train(name: str, work: Path) -> None:
+    """Stage Two on one synthetic object, result and final checkpoint under ``work/name``."""
+    from track4dgen.job import ProgressReporter, load_job
+    from track4dgen.runner import run_job
+    from track4dgen.stage2.config import SYNTHETIC_64_OVERRIDES
+    from track4dgen.synthetic import write_job
+
+    stage2 = {**SYNTHETIC_64_OVERRIDES, "checkpoint_every": 1000}
+    job_dir = write_job(name, work / name / "job", resolution=64, frames=16, stage2_overrides=stage2)
+    t0 = time.perf_counter()
+    run_job(load_job(job_dir), work / name / "result", ProgressReporter(stream=io.StringIO()), work / name / "ckpt")
+    (work / name / "wall.json").write_text(json.dumps({"wall_s": time.perf_counter() - t0}))
+
+
+def fitted_model(work: Path, name: str):
+    """The Stage Two model of ``work/name`` rebuilt from its job and final checkpoint."""
+    import torch
+
+    from track4dgen.job import load_job
+    from track4dgen.meshio import load_mesh
+    from track4dgen.stage2.checkpoint import checkpoint_path
+    from track4dgen.stage2.config import Stage2Config
+    from track4dgen.stage2.model import Stage2Model
+
+    job = load_job(work / name / "job")
+    cfg = Stage2Config.from_overrides(job.spec.stage2)
+    mesh = load_mesh(job.mesh_path)
+    model = Stage2Model.build(cfg, mesh.vertices, mesh.faces, mesh.colors, job.spec.frames, seed=job.spec.seed)
+    model.load_state_dict(torch.load(checkpoint_path(work / name / "ckpt"), map_location="cpu", weights_only=False)["model"])
+    return model.eval(), mesh, cfg
+
+
+def score(work: Path, name: str) -> list[dict]:
+    import numpy as np
+
+    from track4dgen.eval import gt as G
+    from track4dgen.stage2.vertex_animation import vertex_trajectories
+    from track4dgen.synthetic import load_gt
+
+    model, mesh, cfg = fitted_model(work, name)
+    truth = load_gt(work / name / "job")
+    with np.load(work / name / "result" / "gaussians4d.npz") as z:
+        err3d = G.centre_error_pct(z["frame_means"], truth.vertices, truth.faces)
+    rows = []
+    for method, iters in VARIANTS:
+        anim = vertex_trajectories(model, mesh.vertices, mesh.faces, cfg.fps, method, cfg.vertex_arap_weight, iters)
+        err, still = G.vertex_error_pct(anim.positions, truth.vertices, truth.faces)
+        per_vertex, per_vertex_still = G.vertex_error_pct(anim.positions, truth.vertices)
+        rows.append({
+            "name": name, "method": method, "arap_iters": iters, "vertices": len(mesh.vertices),
+            "mesh_err_pct": err, "mesh_err_static_pct": still, "err3d_pct": err3d,
+            "mesh_err_per_vertex_pct": per_vertex, "mesh_err_per_vertex_static_pct": per_vertex_still,
+            "mesh_flipped_pct": 100 * G.flipped_face_fraction(anim.positions, truth.vertices, truth.faces),
+            "mesh_edge_distortion_pct": 100 * G.edge_length_distortion(anim.positions, truth.vertices, truth.faces),
+            "time_s": anim.timings_s["total_s"],
+        })
+    return rows
+
+
+def big(work: Path, name: str, vertices: int) -> list[dict]:
+    """Every variant on a UV sphere of about ``vertices`` vertices, with ``name``'s fitted field."""
+    import resource
+
+    import numpy as np
+    import trimesh
+
+    from track4dgen.stage2.vertex_animation import vertex_trajectories
+
+    model, mesh, cfg = fitted_model(work, name)
+    side = int(np.ceil(np.sqrt(vertices)))
+    sphere = trimesh.creation.uv_sphere(radius=0.5 * mesh.bbox_diagonal / np.sqrt(3), count=[side, side])
+    rows = []
+    for method, iters in VARIANTS:
+        anim = vertex_trajectories(model, np.asarray(sphere.vertices), np.asarray(sphere.faces), cfg.fps, method, cfg.vertex_arap_weight, iters)
+        rows.append({"name": f"sphere ({len(sphere.vertices)} v)", "method": method, "arap_iters": iters, **anim.timings_s,
+                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, required=True, help="folder for the runs (kept, reused)")
+    p.add_argument("--objects", default=None, help="comma-separated names (default: all)")
+    p.add_argument("--big", type=int, default=0, help="also time a sphere of this many vertices")
+    p.add_argument("--score-only", action="store_true", help="score the runs already in --work, train none")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from track4dgen.stage2.checkpoint import checkpoint_path
+    from track4dgen.synthetic import list_objects
+
+    torch.set_num_threads(1)
+    names = args.objects.split(",") if args.objects else list_objects()
+    rows, done = [], []
+    for name in names:
+        if not checkpoint_path(args.work / name / "ckpt").is_file() or not (args.work / name / "result").is_dir():
+            if args.score_only:
+                print(f"{name}: no finished run in {args.work}", file=sys.stderr)
+                continue
+            train(name, args.work)
+        rows += score(args.work, name)
+        done.append(name)
+    cols = ("name", "method", "arap_iters", "mesh_err_pct", "mesh_err_static_pct", "err3d_pct", "mesh_flipped_pct",
+            "mesh_edge_distortion_pct", "time_s")
+    print(" | ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        print(" | ".join(f"{r[c]:>14.3f}" if isinstance(r[c], float) else f"{r[c]!s:>14}" for c in cols))
+    if args.big and done:
+        rows_big = big(args.work, done[-1], args.big)
+        for r in rows_big:
+            print(r)
+        rows += rows_big
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"device": "cpu", "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,253 @@
+"""Issue 14: per-vertex trajectories from the fitted field and the files that carry them
+(mesh_animation.npz, animated.glb, per-frame 3DGS .ply)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from track4dgen.eval import gt as G
+from track4dgen.meshio import load_mesh
+from track4dgen.stage2.config import SYNTHETIC_64_OVERRIDES, Stage2Config
+from track4dgen.stage2.gltf_animation import add_morph_animation, read_glb, write_animated_glb
+from track4dgen.stage2.model import Stage2Model
+from track4dgen.stage2.splat_ply import read_splat_ply, write_frame_plys
+from track4dgen.stage2.vertex_animation import (
+    ArapSolver,
+    closest_rotations,
+    field_targets,
+    load_mesh_animation,
+    mesh_edges,
+    vertex_trajectories,
+    weld,
+    write_mesh_animation_npz,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+FRAMES = 5
+
+
+def moving_model(vertices: np.ndarray, faces: np.ndarray, seed: int = 0) -> Stage2Model:
+    """A model whose field really moves things: time planes off 1 and non-zero last layers."""
+    cfg = Stage2Config.from_overrides({**SYNTHETIC_64_OVERRIDES, "num_gaussians": 400, "hexplane_resolution": [16, 16, FRAMES],
+                                       "head_last_init_std": 0.05})
+    colors = np.full((len(vertices), 3), 0.5, dtype=np.float32)
+    model = Stage2Model.build(cfg, vertices, faces, colors, FRAMES, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # time planes off their all-ones start, so every frame deforms differently
+        for plane in model.deformation.hexplane.time_parameters():
+            plane.mul_(1 + 0.5 * (2 * torch.rand(plane.shape, generator=gen) - 1))
+    return model
+
+
+@pytest.fixture(scope="module")
+def sphere():
+    m = trimesh.creation.icosphere(subdivisions=3, radius=0.8)
+    return np.asarray(m.vertices), np.asarray(m.faces)
+
+
+def test_field_at_gaussian_centres_matches_the_gaussians_motion(sphere):
+    v, f = sphere
+    model = moving_model(v, f)
+    with torch.no_grad():
+        gate = torch.rand(model.gaussians.num)
+        model.set_motion_gate(gate)
+        model.set_rigid_part(torch.rand(model.gaussians.num) > 0.7,
+                             torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0, 0]] + [[1.0, 0.1 * k, 0.2, 0]
+                                                                                            for k in range(1, FRAMES)]), dim=1),
+                             torch.tensor([0.1, 0.0, 0.0]))
+    centres = model.gaussians.means.detach().numpy()
+    # k=1: each centre takes its own gate and part flag, so it must move exactly as its Gaussian
+    moved = field_targets(model, centres, k=1)
+    with torch.no_grad():
+        truth = np.stack([model.frame(fr).means.numpy() for fr in range(FRAMES)])
+    assert np.abs(truth[1:] - centres).max() > 1e-2  # the field moves them
+    np.testing.assert_allclose(moved, truth, atol=1e-5)
+
+
+def test_weld_and_edges():
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=float)  # vertex 3 duplicates 1
+    u, inv = weld(v)
+    assert len(u) == 3 and inv[1] == inv[3]
+    np.testing.assert_array_equal(u[inv], v)
+    e = mesh_edges(np.array([[0, 1, 2], [2, 1, 0]]))
+    assert e.tolist() == [[0, 1], [0, 2], [1, 2]]
+
+
+def test_closest_rotations_match_svd():
+    g = torch.Generator().manual_seed(0)
+    S = torch.eye(3) + 0.5 * torch.randn(500, 3, 3, generator=g)
+    S[:50, :, 2] *= 1e-6  # rank-deficient, as for a flat one-ring
+    R = closest_rotations(S)
+    U, _, Vh = torch.linalg.svd(S.double())
+    V = Vh.transpose(1, 2)
+    flip = torch.linalg.det(V @ U.transpose(1, 2)) < 0
+    V[flip, :, 2] *= -1
+    ref = (V @ U.transpose(1, 2)).float()
+    assert torch.allclose(torch.linalg.det(R), torch.ones(500), atol=1e-4)
+    # the best rotation maximises tr(R S); on rank-deficient S several can tie, so compare the objective
+    obj = lambda r: torch.einsum("nij,nji->n", r, S)  # noqa: E731
+    assert (obj(R) >= obj(ref) - 1e-3).all()
+
+
+def test_arap_keeps_rigid_motion_and_removes_noise(sphere):
+    v, f = sphere
+    a = 0.8
+    R = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    target = v @ R.T + np.array([0.2, -0.1, 0.05])
+    solver = ArapSolver(v, f, weight=1.0)
+    np.testing.assert_allclose(solver.solve(target, 2), target, atol=1e-4)
+    noisy = target + 0.03 * np.random.default_rng(0).normal(size=target.shape)
+    out = solver.solve(noisy, 3)
+    assert np.linalg.norm(out - target, axis=1).mean() < 0.4 * np.linalg.norm(noisy - target, axis=1).mean()
+
+
+@pytest.mark.parametrize("method", ["bind", "field"])
+def test_no_tearing_or_flips_on_a_synthetic_object(tmp_path, method):
+    """A random smooth field on the waving-arm mesh: the ARAP output keeps faces oriented, does
+    not stretch edges more than the field did, and welded seam copies move together."""
+    from track4dgen.synthetic import make_object
+
+    anim = make_object("waving_arm", frames=FRAMES)
+    v, f = anim.canonical, anim.faces
+    # duplicate a vertex (a seam copy) to check welding
+    v2 = np.concatenate([v, v[:1]])
+    f2 = f.copy()
+    row, col = np.argwhere(f2 == 0)[0]
+    f2[row, col] = len(v)  # one face now uses the copy: a seam
+    model = moving_model(v2, f2, seed=1)
+    out = vertex_trajectories(model, v2, f2, fps=8.0, method=method, arap_weight=0.3, arap_iterations=2)
+    assert out.positions.shape == (FRAMES, len(v2), 3)
+    np.testing.assert_array_equal(out.positions[0], v2.astype(np.float32))
+    np.testing.assert_allclose(out.positions[:, -1], out.positions[:, 0], atol=1e-6)  # seam copies stay together
+    assert np.abs(out.positions[1:] - v2).max() > 1e-3  # it does move
+    # against its own targets the result has no flips and near-rest edge lengths
+    raw = vertex_trajectories(model, v2, f2, fps=8.0, method=method, arap_iterations=0)
+    assert G.flipped_face_fraction(out.positions, raw.positions, f2) < 0.005
+    rest = np.repeat(v2[None], FRAMES, 0)
+    assert G.edge_length_distortion(out.positions, rest, f2) <= G.edge_length_distortion(raw.positions, rest, f2) + 1e-6
+
+
+@pytest.mark.parametrize("method", ["field", "bind"])
+def test_big_mesh_is_bounded(method):
+    """200k vertices: runs, every value finite, and the ARAP memory is linear (no dense or per-edge
+    3x3 temporaries: a run well under the size such temporaries would need)."""
+    import resource
+
+    m = trimesh.creation.uv_sphere(radius=0.8, count=[320, 320])
+    v, f = np.asarray(m.vertices), np.asarray(m.faces)
+    assert len(v) >= 200_000
+    ico = trimesh.creation.icosphere(2, 0.8)
+    model = moving_model(np.asarray(ico.vertices), np.asarray(ico.faces))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = vertex_trajectories(model, v, f, fps=8.0, method=method, arap_iterations=1)
+    grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    assert np.isfinite(out.positions).all()
+    # positions alone are F x V x 3 float32 = 20 MB; per-edge 3x3 float64 would be ~140 MB each
+    assert grew < 1200
+
+
+def test_mesh_animation_npz_round_trip(tmp_path, sphere):
+    v, f = sphere
+    out = vertex_trajectories(moving_model(v, f), v, f, fps=12.0)
+    path = write_mesh_animation_npz(tmp_path / "mesh_animation.npz", out, f)
+    data = load_mesh_animation(tmp_path)
+    assert path.name == "mesh_animation.npz"
+    assert data["positions"].shape == (FRAMES, len(v), 3) and data["positions"].dtype == np.float32
+    assert int(data["vertex_count"]) == len(v) and int(data["frames"]) == FRAMES and float(data["fps"]) == 12.0
+    np.testing.assert_array_equal(data["faces"], f)
+    bad = dict(data, vertex_count=np.array(len(v) + 1))
+    np.savez(tmp_path / "bad.npz", **bad)
+    with pytest.raises(ValueError, match="vertex_count"):
+        load_mesh_animation(tmp_path / "bad.npz")
+
+
+def textured_glb(path):
+    """A UV-mapped, textured box inside a translated + scaled node (seams split its vertices)."""
+    from PIL import Image
+
+    box = trimesh.creation.box(extents=(0.6, 0.4, 0.8))
+    uv = np.random.default_rng(0).random((len(box.vertices), 2))
+    img = Image.fromarray((np.random.default_rng(1).random((8, 8, 3)) * 255).astype(np.uint8))
+    box.visual = trimesh.visual.TextureVisuals(uv=uv, image=img)
+    scene = trimesh.Scene()
+    scene.add_geometry(box, node_name="box", transform=trimesh.transformations.compose_matrix(scale=[1.5] * 3, translate=[0.1, 0.2, 0.3]))
+    path.write_bytes(scene.export(file_type="glb"))
+    return path
+
+
+def test_animated_glb_structure(tmp_path):
+    src = textured_glb(tmp_path / "mesh.glb")
+    mesh = load_mesh(src)
+    rng = np.random.default_rng(0)
+    positions = np.stack([mesh.vertices + 0.05 * f * rng.normal(size=mesh.vertices.shape) for f in range(FRAMES)])
+    positions[0] = mesh.vertices
+    out = write_animated_glb(tmp_path / "animated.glb", src, positions, fps=8.0)
+
+    gltf, binary = read_glb(out.read_bytes())
+    src_gltf, _ = read_glb(src.read_bytes())
+    prim = gltf["meshes"][0]["primitives"][0]
+    assert len(prim["targets"]) == FRAMES
+    assert gltf["meshes"][0]["extras"]["targetNames"] == [f"frame_{k:03d}" for k in range(FRAMES)]
+    assert prim["material"] == src_gltf["meshes"][0]["primitives"][0]["material"]
+    assert "TEXCOORD_0" in prim["attributes"] and gltf["images"] and gltf["textures"]
+    (anim,) = gltf["animations"]
+    sampler = anim["samplers"][0]
+    times = np.frombuffer(bytes(binary), np.float32, FRAMES, gltf["bufferViews"][gltf["accessors"][sampler["input"]]["bufferView"]]["byteOffset"])
+    np.testing.assert_allclose(times, np.arange(FRAMES) / 8.0)
+    assert gltf["accessors"][sampler["output"]]["count"] == FRAMES * FRAMES
+    assert anim["channels"][0]["target"]["path"] == "weights"
+    # trimesh still loads it (materials/UVs included) and the morphs give back the trajectories
+    loaded = trimesh.load(out)
+    geom = next(iter(loaded.geometry.values()))
+    assert geom.visual.kind == "texture" and geom.visual.uv.shape[0] == len(geom.vertices)
+    from track4dgen.stage2.gltf_animation import mesh_nodes, read_positions
+
+    _, world = mesh_nodes(gltf)[0]
+    base = read_positions(gltf, binary, prim["attributes"]["POSITION"]).astype(np.float64)
+    for k in (1, FRAMES - 1):
+        local = base + read_positions(gltf, binary, prim["targets"][k]["POSITION"])
+        world_pts = local @ world[:3, :3].T + world[:3, 3]
+        nearest = np.linalg.norm(mesh.vertices[None] - (base @ world[:3, :3].T + world[:3, 3])[:, None], axis=-1).argmin(1)
+        np.testing.assert_allclose(world_pts, positions[k][nearest], atol=1e-5)
+
+
+def test_animated_glb_rejects_other_mesh(tmp_path):
+    src = textured_glb(tmp_path / "mesh.glb")
+    other = np.zeros((FRAMES, 4, 3))
+    with pytest.raises(ValueError, match="another mesh"):
+        add_morph_animation(src.read_bytes(), other, 8.0)
+
+
+def test_frame_plys_have_the_inria_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    n, F, K, W = 50, 3, 4, 2
+    arrays = {
+        "sh4d": rng.normal(size=(n, K, 3, W)).astype(np.float32),
+        "frame_means": rng.normal(size=(F, n, 3)).astype(np.float32),
+        "opacity_logit": rng.normal(size=n).astype(np.float32),
+        "frame_log_scales": rng.normal(size=(F, n, 3)).astype(np.float32),
+        "frame_quats": rng.normal(size=(F, n, 4)).astype(np.float32),
+    }
+    paths = write_frame_plys(tmp_path, arrays)
+    assert [p.name for p in paths] == ["frame_000.ply", "frame_001.ply", "frame_002.ply"]
+    ply = read_splat_ply(paths[2])
+    expected = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(9)]
+                + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+    assert list(ply) == expected
+    np.testing.assert_allclose(np.stack([ply["x"], ply["y"], ply["z"]], 1), arrays["frame_means"][2])
+    # tau = 1 at the last frame: coefficient = sum_i fr_i cos(i pi) = fr_0 - fr_1
+    sh = arrays["sh4d"][..., 0] - arrays["sh4d"][..., 1]
+    np.testing.assert_allclose(ply["f_dc_1"], sh[:, 0, 1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ply["f_rest_0"], sh[:, 1, 0], rtol=1e-5, atol=1e-6)  # R of coefficient 1
+    np.testing.assert_allclose(ply["f_rest_3"], sh[:, 1, 1], rtol=1e-5, atol=1e-6)  # G of coefficient 1
+    q = np.stack([ply[f"rot_{i}"] for i in range(4)], 1)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, rtol=1e-5)
+    # trimesh reads it as a point cloud with every property
+    cloud = trimesh.load(paths[0])
+    assert len(cloud.vertices) == n
+    assert json.loads(json.dumps(sorted(cloud.metadata["_ply_raw"]["vertex"]["data"].dtype.names))) == sorted(expected)
