@@ -6,15 +6,19 @@ folder (renders of the conditioning rig, cameras, mesh.glb) plus ground truth in
 animation, exact 2D tracks with visibility, held-out views), which ``load_gt`` reads back.
 """
 
-from .objects import AnimatedMesh, list_objects, make_object
+from .degrade import PRESETS as DEGRADATIONS, Degradation
+from .objects import AnimatedMesh, list_heldout, list_objects, make_object
 from .render import render_animation, render_mesh
 from .tracks import compute_tracks
 from .writer import GroundTruth, load_gt, load_videos, write_job
 
 __all__ = [
     "AnimatedMesh",
+    "DEGRADATIONS",
+    "Degradation",
     "GroundTruth",
     "compute_tracks",
+    "list_heldout",
     "list_objects",
     "load_gt",
     "load_videos",
