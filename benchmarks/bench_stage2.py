@@ -45,6 +45,10 @@ VARIANTS = {"base": {}, "no_gate": {"motion_gate": False}, "no_search": {"motion
 REGIMES = ("tuning", "heldout", "degraded", "realjob")
 
 
+class _StopBeforeTraining(Exception):
+    """Raised by ``diagnose_heuristics``' hook once the heuristics have run (no training needed)."""
+
+
 def settings(args: argparse.Namespace) -> dict:
     """Stage Two settings per mode. The synthetic regimes use ``SYNTHETIC_64_OVERRIDES`` (few Gaussians,
     small batches; see stage2/config.py) on top of the paper's defaults; without Stage One their SDS
@@ -110,6 +114,65 @@ def run_one(name: str, resolution: int, stage2: dict, work: Path) -> dict:
                 "device": metrics.get("device"), "iterations": metrics.get("iterations"),
                 "search_frames_turned": kept[0] if kept else None})
     return row
+
+
+def diagnose_heuristics(name: str, resolution: int, stage2: dict, work: Path) -> dict:
+    """What the heuristics do on one object, without training (cheap, so it covers every object):
+    Stage Two runs up to its first training step, then stops. Reports the fraction of Gaussians the
+    motion gate freezes, and the gate's error floor: the motion error of an oracle whose free
+    Gaussians follow the true motion exactly while the gated ones stay still (``motion_floor_pct``,
+    % of the diagonal, next to the no-motion baseline ``motion_err_static_pct``). A floor above half
+    the baseline means the gate alone rules out issue 2's target. Also how many frames the rigid
+    rotation search turned (when it is on)."""
+    import numpy as np
+
+    from track4dgen.eval import gt as G
+    from track4dgen.job import ProgressReporter, load_job
+    from track4dgen.runner import load_given_videos
+    from track4dgen.stage2 import motion_search
+    from track4dgen.stage2 import run as stage2_run
+    from track4dgen.synthetic import load_gt, write_job
+    from track4dgen.synthetic.degrade import PRESETS
+
+    obj, _, preset = name.partition("+")
+    job_dir = write_job(obj, work / name / "job", resolution=resolution, frames=16, stage2_overrides=stage2, num_points=16,
+                        degrade=PRESETS[preset] if preset else None)
+    seen: dict = {}
+    search = motion_search.initialise_from_rotation_search
+
+    def recording_search(*a, **kw):
+        guess = search(*a, **kw)
+        seen["turned"] = sum(g > 0 for g in guess.gain)
+        return guess
+
+    class StopTrainer:
+        def __init__(self, model, *a, **kw):
+            seen["gate"] = model.motion_gate.detach().cpu().numpy().astype(np.float64)
+            seen["means"] = model.gaussians.means.detach().cpu().numpy().astype(np.float64)
+            raise _StopBeforeTraining
+
+    motion_search.initialise_from_rotation_search = recording_search
+    stage2_run.Trainer = StopTrainer
+    job = load_job(job_dir)
+    t0 = time.perf_counter()
+    try:
+        stage2_run.run_stage2(job, load_given_videos(job), None, ProgressReporter(stream=io.StringIO()), work / name / "result")
+    except _StopBeforeTraining:
+        pass
+    init_s = time.perf_counter() - t0
+    truth = load_gt(job_dir)
+    gate, means = seen["gate"], seen["means"]
+    face_idx, bary, _ = G.anchor_to_surface(means, truth.vertices[0], truth.faces)
+    target = G.surface_points(truth.vertices, truth.faces, face_idx, bary)  # [F,N,3]
+    oracle = means[None] + gate[None, :, None] * (target - target[:1])
+    floor, still = G.motion_error_pct(oracle, truth.vertices, truth.faces)
+    moves = np.linalg.norm(target - target[:1], axis=-1).max(0) / G.bbox_diagonal(truth.vertices[0]) > 0.005
+    frozen = gate < 0.5
+    return {"name": name, "gated_frac": round(float(frozen.mean()), 3),
+            "moving_gated_frac": round(float((frozen & moves).sum() / max(moves.sum(), 1)), 3),
+            "motion_floor_pct": round(floor, 3), "motion_err_static_pct": round(still, 3),
+            "floor_over_still": round(floor / still, 3) if still > 0 else None,
+            "search_frames_turned": seen.get("turned"), "init_s": round(init_s, 1)}
 
 
 def run_realjob(name: str, resolution: int, stage2: dict, work: Path) -> dict:
@@ -188,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--objects", default=None, help="comma-separated names (default: the regime's set)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--diagnose", action="store_true", help="no training: what the motion gate and rotation search do")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child-process mode
     p.add_argument("--variant", default="base", help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
@@ -196,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.one:
         stage2 = {**cfg["stage2"], **VARIANTS[args.variant]}
-        runner = run_realjob if args.regime == "realjob" else run_one
+        runner = diagnose_heuristics if args.diagnose else run_realjob if args.regime == "realjob" else run_one
         row = runner(args.one, cfg["resolution"], stage2, args.work)
         print("ROW " + json.dumps({**row, "variant": args.variant, "regime": args.regime}))
         return 0
@@ -216,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--work", str(Path(tmp) / variant), "--iters", str(args.iters)]
                 cmd += ["--iters-sds", str(args.iters_sds)] if args.iters_sds is not None else []
                 cmd += ["--quick"] if args.quick else []
+                cmd += ["--diagnose"] if args.diagnose else []
                 cmd += ["--full"] if args.full else []
                 cmd += ["--resolution", str(args.resolution)] if args.resolution else []
                 proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -224,12 +289,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(proc.stderr[-3000:], file=sys.stderr)
                     raise SystemExit(f"object {name} ({variant}) failed (exit {proc.returncode})")
                 rows.append(json.loads(found[0]))
-                print(f"{name} [{variant}]: done in {rows[-1]['wall_s']} s", file=sys.stderr)
+                print(f"{name} [{variant}]: done in {rows[-1].get('wall_s', rows[-1].get('init_s'))} s", file=sys.stderr)
                 if args.json:
                     args.json.parent.mkdir(parents=True, exist_ok=True)
                     device = rows[0].get("device")
                     args.json.write_text(json.dumps({"device": device, "regime": args.regime, "config": cfg, "objects": rows}, indent=1))
-    print(format_table(rows))
+    print(json.dumps(rows, indent=1) if args.diagnose else format_table(rows))
     return 0
 
 
