@@ -15,8 +15,7 @@ Every object is written as a Stage-Two-only job (4 views x 16 frames), run throu
 exact ground truth with ``track4dgen.eval.cli.evaluate_gt``: PSNR on the 4 training views (against
 the given, possibly degraded, videos) and the 4 held-out views (exact renders), the 3D centre error
 and motion error (% of the bbox diagonal) next to the no-motion baseline, and the 2D track error.
-``--variants`` runs each object with a heuristic switched the other way (``no_gate``: motion gate
-off; ``search``: the dropped rigid rotation search back on, as it was until 2026-11-29). Each run is its own process (peak memory is
+``--variants no_gate`` also runs each object with the motion gate off. Each run is its own process (peak memory is
 its own); ``--json`` is rewritten after every row, so a long run can be read while it goes.
 
     python benchmarks/bench_stage2.py [--regime R] [--variants base,no_gate] [--presets generated]
@@ -40,7 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 COLUMNS = ("name", "psnr_train", "psnr_train_masked", "psnr_heldout", "psnr_heldout_masked", "err3d_pct",
            "err3d_static_pct", "motion_err_pct", "motion_err_static_pct", "track_epe_px", "track_epe_static_px",
            "it_per_s", "wall_s", "peak_mem_mb")
-VARIANTS = {"base": {}, "no_gate": {"motion_gate": False}, "search": {"motion_search": True}}
+VARIANTS = {"base": {}, "no_gate": {"motion_gate": False}}
 REGIMES = ("tuning", "heldout", "degraded", "realjob")
 
 
@@ -88,48 +87,35 @@ def run_one(name: str, resolution: int, stage2: dict, work: Path) -> dict:
     from track4dgen.eval.cli import evaluate_gt
     from track4dgen.job import ProgressReporter, load_job
     from track4dgen.runner import run_job
-    from track4dgen.stage2 import motion_search
     from track4dgen.synthetic import write_job
     from track4dgen.synthetic.degrade import PRESETS
 
     obj, _, preset = name.partition("+")
     job_dir = write_job(obj, work / name / "job", resolution=resolution, frames=16, stage2_overrides=stage2,
                         degrade=PRESETS[preset] if preset else None)
-    kept: list[int] = []
-    search = motion_search.initialise_from_rotation_search
-
-    def recording_search(*a, **kw):  # instrumentation only: how many frames the search turned
-        guess = search(*a, **kw)
-        kept.append(sum(g > 0 for g in guess.gain))
-        return guess
-
-    motion_search.initialise_from_rotation_search = recording_search
     t0 = time.perf_counter()
     metrics = run_job(load_job(job_dir), work / name / "result", ProgressReporter(stream=io.StringIO()))
     wall = time.perf_counter() - t0
     scores = evaluate_gt(work / name / "result", job_dir, device="cpu")
     row = {"name": name, **{k: scores[k] for k in COLUMNS if k in scores}}
     row.update({"it_per_s": metrics.get("it_per_s"), "wall_s": round(wall, 1), "peak_mem_mb": metrics.get("peak_mem_mb"),
-                "device": metrics.get("device"), "iterations": metrics.get("iterations"),
-                "search_frames_turned": kept[0] if kept else None})
+                "device": metrics.get("device"), "iterations": metrics.get("iterations")})
     return row
 
 
 def diagnose_heuristics(name: str, resolution: int, stage2: dict, work: Path) -> dict:
-    """What the heuristics do on one object, without training (cheap, so it covers every object; the
-    motion gate is switched on here, the search with ``--variants search``):
+    """What the motion gate does on one object, without training (cheap, so it covers every object;
+    the gate is switched on here whatever the settings):
     Stage Two runs up to its first training step, then stops. Reports the fraction of Gaussians the
     motion gate freezes, and the gate's error floor: the motion error of an oracle whose free
     Gaussians follow the true motion exactly while the gated ones stay still (``motion_floor_pct``,
     % of the diagonal, next to the no-motion baseline ``motion_err_static_pct``). A floor above half
-    the baseline means the gate alone rules out issue 2's target. Also how many frames the rigid
-    rotation search turned (when it is on)."""
+    the baseline means the gate alone rules out issue 2's target."""
     import numpy as np
 
     from track4dgen.eval import gt as G
     from track4dgen.job import ProgressReporter, load_job
     from track4dgen.runner import load_given_videos
-    from track4dgen.stage2 import motion_search
     from track4dgen.stage2 import run as stage2_run
     from track4dgen.synthetic import load_gt, write_job
     from track4dgen.synthetic.degrade import PRESETS
@@ -139,12 +125,6 @@ def diagnose_heuristics(name: str, resolution: int, stage2: dict, work: Path) ->
     job_dir = write_job(obj, work / name / "job", resolution=resolution, frames=16, stage2_overrides=stage2, num_points=16,
                         degrade=PRESETS[preset] if preset else None)
     seen: dict = {}
-    search = motion_search.initialise_from_rotation_search
-
-    def recording_search(*a, **kw):
-        guess = search(*a, **kw)
-        seen["turned"] = sum(g > 0 for g in guess.gain)
-        return guess
 
     class StopTrainer:
         def __init__(self, model, *a, **kw):
@@ -152,7 +132,6 @@ def diagnose_heuristics(name: str, resolution: int, stage2: dict, work: Path) ->
             seen["means"] = model.gaussians.means.detach().cpu().numpy().astype(np.float64)
             raise _StopBeforeTraining
 
-    motion_search.initialise_from_rotation_search = recording_search
     stage2_run.Trainer = StopTrainer
     job = load_job(job_dir)
     t0 = time.perf_counter()
@@ -172,8 +151,7 @@ def diagnose_heuristics(name: str, resolution: int, stage2: dict, work: Path) ->
     return {"name": name, "gated_frac": round(float(frozen.mean()), 3),
             "moving_gated_frac": round(float((frozen & moves).sum() / max(moves.sum(), 1)), 3),
             "motion_floor_pct": round(floor, 3), "motion_err_static_pct": round(still, 3),
-            "floor_over_still": round(floor / still, 3) if still > 0 else None,
-            "search_frames_turned": seen.get("turned"), "init_s": round(init_s, 1)}
+            "floor_over_still": round(floor / still, 3) if still > 0 else None, "init_s": round(init_s, 1)}
 
 
 def run_realjob(name: str, resolution: int, stage2: dict, work: Path) -> dict:
@@ -252,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--objects", default=None, help="comma-separated names (default: the regime's set)")
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--diagnose", action="store_true", help="no training: what the motion gate and rotation search do")
+    p.add_argument("--diagnose", action="store_true", help="no training: what the motion gate does")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child-process mode
     p.add_argument("--variant", default="base", help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)

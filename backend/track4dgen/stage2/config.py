@@ -61,10 +61,6 @@ class Stage2Config:
     # (stage2/mesh_silhouettes.py); 0 = off
     w_silhouette: float = 0.0
     silhouette_offsets_deg: list[float] = field(default_factory=lambda: [22.5, 67.5])
-    # before training: per frame, the best rigid rotation of the moving part (stage2/motion_search.py)
-    motion_search: bool = False
-    motion_search_min_gain: float = 0.2  # a rotation must cut the image loss by this fraction to count
-    motion_search_min_frames: float = 0.5  # ...in at least this fraction of the frames, or none is kept
     w_motion: float = 0.0  # weight of mean |dx|^2 / extent^2 (prior toward no motion where unobserved)
     w_time_sparse: float = 0.0  # K-Planes' L1 pull of the time planes toward 1 (static unless needed)
     w_time_smooth: float = 0.0  # 4DGaussians' 2nd-difference smoothness on the HexPlane time planes

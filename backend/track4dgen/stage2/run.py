@@ -181,12 +181,6 @@ def run_stage2(
         change = change_maps(data.images, data.background, cfg.motion_gate_dilate_px)
         model.set_motion_gate(motion_gate(points, change, data.viewmats, data.Ks, lo, hi, visible=seen.to(points.device)))
     render = render_fn or default_render_fn()
-    if cfg.motion_search:
-        from .motion_search import initialise_from_rotation_search
-
-        initialise_from_rotation_search(
-            model, data, render, cfg.raster_backend, cfg.raster_mode, cfg.motion_search_min_gain, cfg.motion_search_min_frames, reporter
-        )
     t_init = time.monotonic() - t_start
     trainer = Trainer(model, data, cfg, sds_fn=sds_fn, render_fn=render, seed=job.spec.seed)
     train_stats = trainer.train(reporter, checkpoint_dir)
