@@ -15,10 +15,10 @@ Every object is written as a Stage-Two-only job (4 views x 16 frames), run throu
 exact ground truth with ``track4dgen.eval.cli.evaluate_gt``: PSNR on the 4 training views (against
 the given, possibly degraded, videos) and the 4 held-out views (exact renders), the 3D centre error
 and motion error (% of the bbox diagonal) next to the no-motion baseline, and the 2D track error.
-``--variants no_gate`` also runs each object with the motion gate off. Each run is its own process (peak memory is
+Each run is its own process (peak memory is
 its own); ``--json`` is rewritten after every row, so a long run can be read while it goes.
 
-    python benchmarks/bench_stage2.py [--regime R] [--variants base,no_gate] [--presets generated]
+    python benchmarks/bench_stage2.py [--regime R] [--presets generated]
         [--objects a,b] [--iters N] [--quick] [--full] [--json PATH]
 """
 
@@ -39,12 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 COLUMNS = ("name", "psnr_train", "psnr_train_masked", "psnr_heldout", "psnr_heldout_masked", "err3d_pct",
            "err3d_static_pct", "motion_err_pct", "motion_err_static_pct", "track_epe_px", "track_epe_static_px",
            "it_per_s", "wall_s", "peak_mem_mb")
-VARIANTS = {"base": {}, "no_gate": {"motion_gate": False}}
 REGIMES = ("tuning", "heldout", "degraded", "realjob")
-
-
-class _StopBeforeTraining(Exception):
-    """Raised by ``diagnose_heuristics``' hook once the heuristics have run (no training needed)."""
 
 
 def settings(args: argparse.Namespace) -> dict:
@@ -103,57 +98,6 @@ def run_one(name: str, resolution: int, stage2: dict, work: Path) -> dict:
     return row
 
 
-def diagnose_heuristics(name: str, resolution: int, stage2: dict, work: Path) -> dict:
-    """What the motion gate does on one object, without training (cheap, so it covers every object;
-    the gate is switched on here whatever the settings):
-    Stage Two runs up to its first training step, then stops. Reports the fraction of Gaussians the
-    motion gate freezes, and the gate's error floor: the motion error of an oracle whose free
-    Gaussians follow the true motion exactly while the gated ones stay still (``motion_floor_pct``,
-    % of the diagonal, next to the no-motion baseline ``motion_err_static_pct``). A floor above half
-    the baseline means the gate alone rules out issue 2's target."""
-    import numpy as np
-
-    from track4dgen.eval import gt as G
-    from track4dgen.job import ProgressReporter, load_job
-    from track4dgen.runner import load_given_videos
-    from track4dgen.stage2 import run as stage2_run
-    from track4dgen.synthetic import load_gt, write_job
-    from track4dgen.synthetic.degrade import PRESETS
-
-    obj, _, preset = name.partition("+")
-    stage2 = {**stage2, "motion_gate": True}
-    job_dir = write_job(obj, work / name / "job", resolution=resolution, frames=16, stage2_overrides=stage2, num_points=16,
-                        degrade=PRESETS[preset] if preset else None)
-    seen: dict = {}
-
-    class StopTrainer:
-        def __init__(self, model, *a, **kw):
-            seen["gate"] = model.motion_gate.detach().cpu().numpy().astype(np.float64)
-            seen["means"] = model.gaussians.means.detach().cpu().numpy().astype(np.float64)
-            raise _StopBeforeTraining
-
-    stage2_run.Trainer = StopTrainer
-    job = load_job(job_dir)
-    t0 = time.perf_counter()
-    try:
-        stage2_run.run_stage2(job, load_given_videos(job), None, ProgressReporter(stream=io.StringIO()), work / name / "result")
-    except _StopBeforeTraining:
-        pass
-    init_s = time.perf_counter() - t0
-    truth = load_gt(job_dir)
-    gate, means = seen["gate"], seen["means"]
-    face_idx, bary, _ = G.anchor_to_surface(means, truth.vertices[0], truth.faces)
-    target = G.surface_points(truth.vertices, truth.faces, face_idx, bary)  # [F,N,3]
-    oracle = means[None] + gate[None, :, None] * (target - target[:1])
-    floor, still = G.motion_error_pct(oracle, truth.vertices, truth.faces)
-    moves = np.linalg.norm(target - target[:1], axis=-1).max(0) / G.bbox_diagonal(truth.vertices[0]) > 0.005
-    frozen = gate < 0.5
-    return {"name": name, "gated_frac": round(float(frozen.mean()), 3),
-            "moving_gated_frac": round(float((frozen & moves).sum() / max(moves.sum(), 1)), 3),
-            "motion_floor_pct": round(floor, 3), "motion_err_static_pct": round(still, 3),
-            "floor_over_still": round(floor / still, 3) if still > 0 else None, "init_s": round(init_s, 1)}
-
-
 def run_realjob(name: str, resolution: int, stage2: dict, work: Path) -> dict:
     """The real-job configuration on one object: Stage One (tiny MV-VDM) on the job's views for
     diffusion features and the 4D-SDS hook, then Stage Two on the job's exact videos at the paper's
@@ -206,7 +150,7 @@ def _seconds_per_step(steps: list[tuple[float, int]], first: int, last: int) -> 
 
 
 def format_table(rows: list[dict]) -> str:
-    cols = ("variant",) + COLUMNS
+    cols = COLUMNS
     head = " | ".join(f"{c:>12}" for c in cols)
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -221,7 +165,6 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--regime", choices=REGIMES, default="tuning")
-    p.add_argument("--variants", default="base", help=f"comma-separated, of {list(VARIANTS)}")
     p.add_argument("--presets", default="generated,under", help="degradation presets for --regime degraded")
     p.add_argument("--quick", action="store_true", help="<= 2 minutes on CPU: 32 px, 100 iterations, 2 objects")
     p.add_argument("--full", action="store_true", help="the paper's full schedule (GPU)")
@@ -230,50 +173,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--objects", default=None, help="comma-separated names (default: the regime's set)")
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--diagnose", action="store_true", help="no training: what the motion gate does")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child-process mode
-    p.add_argument("--variant", default="base", help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cfg = settings(args)
 
     if args.one:
-        stage2 = {**cfg["stage2"], **VARIANTS[args.variant]}
-        runner = diagnose_heuristics if args.diagnose else run_realjob if args.regime == "realjob" else run_one
-        row = runner(args.one, cfg["resolution"], stage2, args.work)
-        print("ROW " + json.dumps({**row, "variant": args.variant, "regime": args.regime}))
+        runner = run_realjob if args.regime == "realjob" else run_one
+        row = runner(args.one, cfg["resolution"], cfg["stage2"], args.work)
+        print("ROW " + json.dumps({**row, "regime": args.regime}))
         return 0
 
-    variants = args.variants.split(",")
-    unknown = sorted(set(variants) - set(VARIANTS))
-    if unknown:
-        raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     names = args.objects.split(",") if args.objects else default_objects(args.regime, args.presets.split(","))
     if args.quick and not args.objects:
         names = names[:2]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_stage2_") as tmp:
         for name in names:
-            for variant in variants:
-                cmd = [sys.executable, __file__, "--one", name, "--variant", variant, "--regime", args.regime,
-                       "--work", str(Path(tmp) / variant), "--iters", str(args.iters)]
-                cmd += ["--iters-sds", str(args.iters_sds)] if args.iters_sds is not None else []
-                cmd += ["--quick"] if args.quick else []
-                cmd += ["--diagnose"] if args.diagnose else []
-                cmd += ["--full"] if args.full else []
-                cmd += ["--resolution", str(args.resolution)] if args.resolution else []
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                found = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
-                if proc.returncode != 0 or not found:
-                    print(proc.stderr[-3000:], file=sys.stderr)
-                    raise SystemExit(f"object {name} ({variant}) failed (exit {proc.returncode})")
-                rows.append(json.loads(found[0]))
-                print(f"{name} [{variant}]: done in {rows[-1].get('wall_s', rows[-1].get('init_s'))} s", file=sys.stderr)
-                if args.json:
-                    args.json.parent.mkdir(parents=True, exist_ok=True)
-                    device = rows[0].get("device")
-                    args.json.write_text(json.dumps({"device": device, "regime": args.regime, "config": cfg, "objects": rows}, indent=1))
-    print(json.dumps(rows, indent=1) if args.diagnose else format_table(rows))
+            cmd = [sys.executable, __file__, "--one", name, "--regime", args.regime, "--work", tmp, "--iters", str(args.iters)]
+            cmd += ["--iters-sds", str(args.iters_sds)] if args.iters_sds is not None else []
+            cmd += ["--quick"] if args.quick else []
+            cmd += ["--full"] if args.full else []
+            cmd += ["--resolution", str(args.resolution)] if args.resolution else []
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            found = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
+            if proc.returncode != 0 or not found:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"object {name} failed (exit {proc.returncode})")
+            rows.append(json.loads(found[0]))
+            print(f"{name}: done in {rows[-1]['wall_s']} s", file=sys.stderr)
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                device = rows[0].get("device")
+                args.json.write_text(json.dumps({"device": device, "regime": args.regime, "config": cfg, "objects": rows}, indent=1))
+    print(format_table(rows))
     return 0
 
 

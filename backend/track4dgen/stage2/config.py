@@ -54,9 +54,6 @@ class Stage2Config:
     arap_samples: int = 512
     arap_relative: bool = True  # distance change / mean neighbour distance (scale-free strain)
     arap_in_rec: bool = False  # paper: ARAP only in the SDS phase; True adds it to phase 1 too
-    motion_gate: bool = False  # Gaussians no view sees change stay still (stage2/motion_gate.py)
-    motion_gate_range: list[float] = field(default_factory=lambda: [0.02, 0.08])  # change ramp lo, hi
-    motion_gate_dilate_px: int = 1  # grow each view's changed region by this much first (0 gates some moving edges)
     # frame 0's alpha vs the mesh's own silhouette from cameras turned by these azimuth offsets
     # (stage2/mesh_silhouettes.py); 0 = off
     w_silhouette: float = 0.0
@@ -97,9 +94,9 @@ class Stage2Config:
 
 # Overrides tuned on the synthetic set at 64x64 on CPU (2026-11-25, 750+250 iterations; numbers in
 # benchmarks/RESULTS.md). The paper's numbers assume 20k Gaussians, 256 px and batch 64 on a GPU; these
-# make the motion learnable with few Gaussians and small batches. Merge with job overrides. The rigid
-# rotation search was dropped on 2026-11-29: it helped only on the object it was tuned on
-# (docs/DESIGN.md, "Benchmark-fitted heuristics").
+# make the motion learnable with few Gaussians and small batches. Merge with job overrides. The motion
+# gate and the rigid rotation search were dropped on 2026-11-29: they helped only on the objects they
+# were tuned on (docs/DESIGN.md, "Benchmark-fitted heuristics").
 SYNTHETIC_64_OVERRIDES: dict[str, Any] = {
     "num_gaussians": 3000,
     "batch_images": 4,
@@ -110,7 +107,6 @@ SYNTHETIC_64_OVERRIDES: dict[str, Any] = {
     "arap_in_rec": True,
     "w_arap": 100.0,  # 10x the paper's: thin parts (a tail) bend as one piece instead of smearing
     "init_flat_ratio": 0.2,  # surfels: centres stay on the surface instead of sinking ~1 sigma
-    "motion_gate": True,  # parts no view sees change stay still (stage2/motion_gate.py)
     "means_on_surface": True,  # canonical centres slide along the mesh, never into it
     "w_silhouette": 20.0,  # the mesh's silhouette between the video views (stage2/mesh_silhouettes.py)
 }
