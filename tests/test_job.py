@@ -225,7 +225,7 @@ def test_images_must_match_the_declared_resolution(tmp_path: Path) -> None:
     ("stage2", "lr_hexplane", float("nan"), "'stage2.lr_hexplane' must be a number"),
     ("stage2", "hexplane_resolution", [4096, 4096, 64], "'stage2.hexplane_resolution' must be a list of 3 integers"),
     ("stage2", "hexplane_resolution", [100, 100], "'stage2.hexplane_resolution'"),
-    ("stage2", "motion_gate", "yes", "'stage2.motion_gate' must be true or false"),
+    ("stage2", "means_on_surface", "yes", "'stage2.means_on_surface' must be true or false"),
     ("stage2", "raster_backend", "cuda", "'stage2.raster_backend' must be one of"),
     ("stage2", "device", "cuda:../../x", "'stage2.device' must be a string"),
     ("stage2", "iters_recc", 5, "unknown stage2 setting 'iters_recc'"),

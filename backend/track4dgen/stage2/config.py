@@ -64,17 +64,10 @@ class Stage2Config:
     arap_k: int = 3  # neighbours per node (Animate3D: 3); range 2..16
     arap_samples: int = 512  # nodes sampled per step (Animate3D: 512); range 64..N
     arap_relative: bool = True  # residual / mean neighbour distance (scale-free strain)
-    motion_gate: bool = False  # Gaussians no view sees change stay still (stage2/motion_gate.py)
-    motion_gate_range: list[float] = field(default_factory=lambda: [0.02, 0.08])  # change ramp lo, hi
-    motion_gate_dilate_px: int = 1  # grow each view's changed region by this much first (0 gates some moving edges)
     # frame 0's alpha vs the mesh's own silhouette from cameras turned by these azimuth offsets
     # (stage2/mesh_silhouettes.py); 0 = off
     w_silhouette: float = 0.0
     silhouette_offsets_deg: list[float] = field(default_factory=lambda: [22.5, 67.5])
-    # before training: per frame, the best rigid rotation of the moving part (stage2/motion_search.py)
-    motion_search: bool = False
-    motion_search_min_gain: float = 0.2  # a rotation must cut the image loss by this fraction to count
-    motion_search_min_frames: float = 0.5  # ...in at least this fraction of the frames, or none is kept
     lr_final_ratio: float = 0.1  # HexPlane/heads/means lr decay exponentially to this fraction
     # background the videos were composited on (RGB in [0, 1]); renders use the same
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
@@ -114,7 +107,9 @@ class Stage2Config:
 
 # Overrides tuned on the synthetic set at 64x64 on CPU (2026-11-25, 750+250 iterations; numbers in
 # benchmarks/RESULTS.md). The paper's numbers assume 20k Gaussians, 256 px and batch 64 on a GPU; these
-# make the motion learnable with few Gaussians and small batches. Merge with job overrides.
+# make the motion learnable with few Gaussians and small batches. Merge with job overrides. The motion
+# gate and the rigid rotation search were dropped on 2026-11-29: they helped only on the objects they
+# were tuned on (docs/DESIGN.md, "Benchmark-fitted heuristics").
 SYNTHETIC_64_OVERRIDES: dict[str, Any] = {
     "num_gaussians": 3000,
     "batch_images": 4,
@@ -127,13 +122,10 @@ SYNTHETIC_64_OVERRIDES: dict[str, Any] = {
     "rec_pyramid_levels": 3,  # blurred comparisons pull parts that moved farther than their width
     "w_arap": 100.0,  # 10x the paper's: thin parts (a tail) bend as one piece instead of smearing
     "init_flat_ratio": 0.2,  # surfels: centres stay on the surface instead of sinking ~1 sigma
-    "motion_gate": True,  # parts no view sees change stay still (stage2/motion_gate.py)
     "means_on_surface": True,  # canonical centres slide along the mesh, never into it
     # the mesh's silhouette between the video views (stage2/mesh_silhouettes.py); 80 = the 20 tuned
     # when the term was wrongly multiplied by the batch size (4)
     "w_silhouette": 80.0,
-    "motion_search": True,  # a global first guess for parts that turn fast (stage2/motion_search.py)
 }
-# The CPU demo: the same at a reduced iteration count, without the rotation search (its waving arm
-# does not turn about a fixed axis, and the search would cost a minute of the five).
-CPU_DEMO_OVERRIDES: dict[str, Any] = {**SYNTHETIC_64_OVERRIDES, "iters_rec": 500, "iters_sds": 0, "motion_search": False}
+# The CPU demo: the same at a reduced iteration count.
+CPU_DEMO_OVERRIDES: dict[str, Any] = {**SYNTHETIC_64_OVERRIDES, "iters_rec": 500, "iters_sds": 0}

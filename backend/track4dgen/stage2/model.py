@@ -12,14 +12,6 @@ this holds frame 0 exactly at the mesh and stops the field from drifting the who
 time-constant offset (which renders fine but is wrong motion). ``D(x, 0)`` is the same for every
 frame of a step: ``model.anchor()`` evaluates it once and ``model.frame(f, anchor)`` reuses it.
 
-``motion_gate`` (buffer ``[N]``, all ones unless ``set_motion_gate`` is called): each Gaussian's
-deformation is scaled by its gate, so a gate of 0 keeps it exactly at its canonical pose
-(stage2/motion_gate.py says which Gaussians get 0 and why).
-
-``part_mask`` / ``part_rotation`` / ``part_pivot`` (buffers; no part unless ``set_rigid_part`` is
-called): a rigid per-frame rotation of one part found before training (stage2/motion_search.py).
-The field's deformation is a residual on top of it, ``x_t = R_f (x + dx - p) + p``, so training
-refines the rotation but cannot lose it.
 """
 
 from __future__ import annotations
@@ -31,7 +23,7 @@ import torch
 from torch import nn
 
 from .config import Stage2Config
-from .deformation import DeformationField, quat_conjugate, quat_multiply, quat_normalize, quat_rotate
+from .deformation import DeformationField, quat_conjugate, quat_multiply, quat_normalize
 from .gaussians import CanonicalGaussians
 from .hexplane import HexPlane
 from .sh4d import coeffs_at, eval_rgb, view_dirs
@@ -73,10 +65,6 @@ class Stage2Model(nn.Module):
         self.gaussians = gaussians
         self.deformation = deformation
         self.num_frames = int(num_frames)
-        self.register_buffer("motion_gate", torch.ones(gaussians.num))
-        self.register_buffer("part_mask", torch.zeros(gaussians.num, dtype=torch.bool))
-        self.register_buffer("part_rotation", torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(num_frames, 1))  # wxyz per frame
-        self.register_buffer("part_pivot", torch.zeros(3))
         if feature_cache is not None:
             # [F, N, C'] visible-view-averaged diffusion features of the canonical centres
             self.register_buffer("feature_cache", feature_cache.float())
@@ -121,21 +109,6 @@ class Stage2Model(nn.Module):
         )
         return cls(g, deform, num_frames, cache, cfg.feature_proj_dim, cfg.anchor_first_frame)
 
-    def set_motion_gate(self, gate: torch.Tensor) -> None:
-        """Per-Gaussian deformation scale in [0, 1] (0 = never moves)."""
-        if gate.shape != self.motion_gate.shape or not torch.isfinite(gate).all():
-            raise ValueError(f"motion gate must be finite with shape {tuple(self.motion_gate.shape)}, got {tuple(gate.shape)}")
-        self.motion_gate.copy_(gate.clamp(0.0, 1.0))
-
-    def set_rigid_part(self, mask: torch.Tensor, rotations: torch.Tensor, pivot: torch.Tensor) -> None:
-        """Rigid per-frame rotations (wxyz ``[F, 4]``, frame 0 the identity) of the Gaussians in ``mask``
-        about ``pivot``, applied after the field's deformation."""
-        if mask.shape != self.part_mask.shape or rotations.shape != self.part_rotation.shape or pivot.shape != (3,):
-            raise ValueError("rigid part needs mask [N], rotations [F, 4] and pivot [3]")
-        self.part_mask.copy_(mask.bool())
-        self.part_rotation.copy_(quat_normalize(rotations.to(self.part_rotation)))
-        self.part_pivot.copy_(pivot)
-
     def tau(self, frame: int) -> float:
         return frame / (self.num_frames - 1) if self.num_frames > 1 else 0.0
 
@@ -160,15 +133,9 @@ class Stage2Model(nn.Module):
             dq = torch.tensor([1.0, 0.0, 0.0, 0.0], device=g.means.device, dtype=g.means.dtype).expand(g.num, 4)
         else:
             dx, dq, ds = self._deform(frame, tau, anchor)
-        gate = self.motion_gate[:, None]
-        dx, ds = dx * gate, ds * gate
-        # nlerp from the identity, on the hemisphere of w >= 0 (q and -q are the same rotation)
-        dq = torch.where(dq[:, :1] < 0, -dq, dq)
-        identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=dq.device, dtype=dq.dtype)
-        dq = quat_normalize(identity * (1.0 - gate) + dq * gate)
+        # unit rotation deltas on the hemisphere w >= 0 (q and -q are the same rotation)
+        dq = quat_normalize(torch.where(dq[:, :1] < 0, -dq, dq))
         means = g.means + dx
-        if bool(self.part_mask.any()):
-            means, dq = self._turn_part(frame, means, dq)
         quats = quat_multiply(dq, quat_normalize(g.quats))
         return FrameGaussians(
             means=means,
@@ -191,12 +158,6 @@ class Stage2Model(nn.Module):
             dx, ds = dx - a.dx, ds - a.ds
             dq = quat_multiply(dq, a.dq_conj)
         return dx, dq, ds
-
-    def _turn_part(self, frame: int, means: torch.Tensor, dq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q = self.part_rotation[frame]
-        turned = quat_rotate(q, means - self.part_pivot) + self.part_pivot
-        mask = self.part_mask[:, None]
-        return torch.where(mask, turned, means), torch.where(mask, quat_multiply(q.expand_as(dq), dq), dq)
 
     def colors(self, state: FrameGaussians, cam_centers: torch.Tensor) -> torch.Tensor:
         """Per-camera colours ``[C, N, 3]`` from the frame's SH toward each camera."""

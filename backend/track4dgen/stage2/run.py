@@ -146,7 +146,6 @@ def run_stage2(
     data = data.to(device)
 
     feature_fn = None
-    visibility: dict[str, torch.Tensor] = {}  # mesh visibility of the canonical centres, computed once
     if features is not None and cfg.use_diffusion_features:
         feats = torch.as_tensor(np.asarray(features), dtype=torch.float32)
         if feats.dim() != 5 or feats.shape[0] != data.num_views or feats.shape[1] != data.num_frames:
@@ -158,36 +157,13 @@ def run_stage2(
         faces_t = torch.tensor(mesh.faces, dtype=torch.long)
 
         def feature_fn(points: torch.Tensor) -> torch.Tensor:
-            cache, visibility["canonical"] = gaussian_diffusion_features(
+            cache, _ = gaussian_diffusion_features(
                 feats, points.cpu(), verts_t, faces_t, data.Ks.cpu(), data.viewmats.cpu(), data.size, cfg.feature_pca_dim
             )
             return cache
 
     model = Stage2Model.build(cfg, mesh.vertices, mesh.faces, mesh.colors, data.num_frames, feature_fn, seed=job.spec.seed).to(device)
-    if cfg.motion_gate:
-        from .diffusion_features import mesh_visibility
-        from .motion_gate import change_maps, motion_gate
-
-        try:
-            lo, hi = (float(x) for x in cfg.motion_gate_range)
-            if not 0.0 <= lo < hi:
-                raise ValueError(f"range {cfg.motion_gate_range} needs 0 <= lo < hi")
-        except (TypeError, ValueError) as exc:
-            raise JobError("bad_job_json", f"job.json 'stage2' motion gate: {exc}",
-                           "Set motion_gate_range to [lo, hi] with 0 <= lo < hi.") from exc
-        points = model.gaussians.means.detach()
-        seen = visibility.get("canonical")
-        if seen is None:
-            seen = mesh_visibility(points, torch.tensor(mesh.vertices), torch.tensor(mesh.faces), data.viewmats, data.Ks, data.size)
-        change = change_maps(data.images, data.background, cfg.motion_gate_dilate_px)
-        model.set_motion_gate(motion_gate(points, change, data.viewmats, data.Ks, lo, hi, visible=seen.to(points.device)))
     render = render_fn or default_render_fn()
-    if cfg.motion_search:
-        from .motion_search import initialise_from_rotation_search
-
-        initialise_from_rotation_search(
-            model, data, render, cfg.raster_backend, cfg.raster_mode, cfg.motion_search_min_gain, cfg.motion_search_min_frames, reporter
-        )
     t_init = time.monotonic() - t_start
     trainer = Trainer(model, data, cfg, sds_fn=sds_fn, render_fn=render, seed=job.spec.seed)
     train_stats = trainer.train(reporter, checkpoint_dir)

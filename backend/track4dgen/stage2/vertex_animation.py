@@ -7,10 +7,10 @@ Two ways to get the motion of a vertex (``method``), both measured on the synthe
 (benchmarks/RESULTS.md, DESIGN.md "Decisions"):
 
 * ``"field"`` — evaluate the deformation field at the vertex itself, exactly as a Gaussian at that
-  point would be deformed: ``x_t = x + g (D(x, t) - D(x, 0))`` then the rigid part's rotation. The
-  per-Gaussian inputs the field needs besides position (motion gate ``g``, rigid-part membership,
-  diffusion features) are interpolated from the k nearest canonical Gaussians (inverse-distance
-  weights): Gaussians are sampled on the same surface, so those neighbours are where the vertex is.
+  point would be deformed: ``x_t = x + D(x, t) - D(x, 0)``. The per-Gaussian input the field needs
+  besides position (diffusion features) is interpolated from the k nearest canonical Gaussians
+  (inverse-distance weights): Gaussians are sampled on the same surface, so those neighbours are
+  where the vertex is.
 * ``"bind"`` — carry the vertex with its k nearest Gaussians, each moving it rigidly by its own
   translation and rotation (linear blend, as embedded deformation does).
 
@@ -102,18 +102,13 @@ def field_targets(model: Stage2Model, points: np.ndarray, k: int = 8, chunk: int
     device = model.gaussians.means.device
     means = model.gaussians.means.detach().cpu().numpy()
     idx, w = _knn_weights(points, means, k)
-    gate_all = model.motion_gate.detach().cpu().numpy()
-    part_all = model.part_mask.detach().cpu().numpy().astype(np.float32)
     out = np.empty((model.num_frames, len(points), 3), dtype=np.float32)
     out[0] = points
-    has_part = bool(part_all.any())
     for s in range(0, len(points), chunk):
         sl = slice(s, s + chunk)
         x = torch.as_tensor(points[sl], dtype=torch.float32, device=device)
         wi = torch.as_tensor(w[sl], device=device)
         ii = torch.as_tensor(idx[sl], device=device)
-        gate = torch.as_tensor((gate_all[idx[sl]] * w[sl]).sum(1), device=device)[:, None]
-        part = torch.as_tensor((part_all[idx[sl]] * w[sl]).sum(1), device=device)[:, None]
 
         def extra(frame: int) -> torch.Tensor | None:
             if model.feature_cache is None or model.feature_proj is None:
@@ -124,12 +119,7 @@ def field_targets(model: Stage2Model, points: np.ndarray, k: int = 8, chunk: int
         dx0 = model.deformation(x, 0.0, extra(0))[0] if model.anchor_first_frame else 0.0
         for f in range(1, model.num_frames):
             dx = model.deformation(x, model.tau(f), extra(f))[0] - dx0
-            moved = x + gate * dx
-            if has_part:
-                q = model.part_rotation[f]
-                turned = quat_rotate(q.expand(len(moved), 4), moved - model.part_pivot) + model.part_pivot
-                moved = moved + part * (turned - moved)
-            out[f, sl] = moved.cpu().numpy()
+            out[f, sl] = (x + dx).cpu().numpy()
     return out
 
 

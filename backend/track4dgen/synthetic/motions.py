@@ -80,3 +80,13 @@ def bend_about_z(points: np.ndarray, base: np.ndarray, angles: np.ndarray) -> np
     out[:, 0] = base[0] + c * d[:, 0] - s * d[:, 1]
     out[:, 1] = base[1] + s * d[:, 0] + c * d[:, 1]
     return out
+
+
+def bend_about_axis(points: np.ndarray, base: np.ndarray, axis: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Rotate each point [N,3] about the line through ``base`` along unit ``axis`` by its own angle
+    [N] (Rodrigues, vectorised): a continuous bend of a limb about any axis, not only a world one."""
+    k = np.asarray(axis, dtype=np.float64)
+    k = k / np.linalg.norm(k)
+    d = points - base
+    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
+    return base + d * c + np.cross(k, d) * s + k * (d @ k)[:, None] * (1.0 - c)

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from . import motions as mo
+from .procedural import heldout_names, procedural_object, seed_of
 from .shapes import Part, checker, ellipsoid, limb, merge, place, rotation, stripes
 
 
@@ -197,8 +198,24 @@ OBJECTS: dict[str, Callable[[np.ndarray], Built]] = {
 
 
 def list_objects() -> list[str]:
-    """Names accepted by ``make_object``."""
+    """The tuning set: the named objects Stage Two's settings were tuned on. ``make_object`` also
+    accepts ``proc_<seed>`` for any integer seed (``procedural.py``; ``list_heldout`` names the
+    benchmark's held-out ones)."""
     return list(OBJECTS)
+
+
+def list_heldout() -> list[str]:
+    """The benchmark's held-out objects: procedurally varied, never used for tuning."""
+    return heldout_names()
+
+
+def _builder(name: str) -> Callable[[np.ndarray], Built]:
+    if name in OBJECTS:
+        return OBJECTS[name]
+    seed = seed_of(name)
+    if seed is None:
+        raise ValueError(f"unknown synthetic object {name!r}; choose one of {list_objects()} or proc_<seed> (e.g. {list_heldout()[0]})")
+    return lambda t: procedural_object(seed, t)
 
 
 NORMALISE_PHASES = 128  # dense, fixed sampling of the motion that sets the normalisation
@@ -217,13 +234,12 @@ def normalisation(reference_frames: np.ndarray, radius: float = 1.0) -> tuple[np
 
 @lru_cache(maxsize=None)
 def _cached_normalisation(name: str) -> tuple[np.ndarray, float]:
-    return normalisation(OBJECTS[name](mo.phases(NORMALISE_PHASES))[0])
+    return normalisation(_builder(name)(mo.phases(NORMALISE_PHASES))[0])
 
 
 def make_object(name: str, frames: int = 16) -> AnimatedMesh:
     """Build a synthetic object animated over ``frames`` frames (frame 0 = rest pose)."""
-    if name not in OBJECTS:
-        raise ValueError(f"unknown synthetic object {name!r}; choose one of {list_objects()}")
+    build = _builder(name)
     center, scale = _cached_normalisation(name)
-    verts, faces, cols, prompt = OBJECTS[name](mo.phases(frames))
+    verts, faces, cols, prompt = build(mo.phases(frames))
     return AnimatedMesh(name, (verts - center) * scale, faces.astype(np.int64), cols, prompt)

@@ -7,6 +7,7 @@ Layout (the job part is exactly what ``track4dgen.job.load_job`` validates)::
     gt/tracks.npz           tracks [V,F,P,2] pixels, visibility [V,F,P], points_canonical [P,3],
                             points [F,P,3], face_ids [P], barycentrics [P,3], point_colors [P,3]
     gt/heldout/view{k}/{f:03d}.png, gt/heldout_cameras.json   azimuths 45/135/225/315
+    gt/degradation.json     only for degraded inputs (``degrade.Degradation``): what was done to videos/
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..cameras import HELDOUT_AZIMUTHS_DEG, Camera, load_cameras, rig_cameras, save_cameras
 from ..video_io import read_rgba, write_rgba
+from .degrade import Degradation, degrade_videos, scaled_motion
 from .objects import AnimatedMesh, make_object
 from .render import render_animation
 from .tracks import DEFAULT_POINTS, render_and_track
@@ -79,12 +81,14 @@ def write_job(
     prompt: str | None = None,
     num_points: int = DEFAULT_POINTS,
     seed: int = 0,
+    degrade: Degradation | None = None,
 ) -> Path:
     """Build synthetic object ``name`` and write it as a Stage-Two-only job plus ground truth.
 
     Videos are rendered on ``stage2_overrides["background"]`` when given (white otherwise) and
     stored as straight-alpha RGBA (``straight_alpha``), so Stage Two's compositing on that background
-    gives the render back exactly. Returns the job folder.
+    gives the render back exactly. ``degrade`` makes ``videos/`` look generated (``degrade.py``);
+    ``views/`` (the conditioning renders) and the ground truth stay exact. Returns the job folder.
     """
     from ..job import parse_spec
 
@@ -101,6 +105,8 @@ def write_job(
     if stage2_overrides:
         spec["stage2"] = dict(stage2_overrides)
     parse_spec(spec)  # fail before rendering anything if the settings are invalid
+    if degrade is not None:
+        degrade.validate(int(spec["views"]))
     anim = make_object(name, frames)
     if prompt is None:
         spec["prompt"] = anim.prompt
@@ -114,9 +120,17 @@ def write_job(
 
     cameras = rig_cameras(resolution)
     videos, tracks = render_and_track(anim, cameras, num_points, seed, background=background)
+    if degrade is not None and degrade.animate_view >= 0 and degrade.animate_scale != 1.0:
+        k = degrade.animate_view
+        videos[k] = render_animation(scaled_motion(anim.vertices_per_frame, degrade.animate_scale), anim.faces, anim.colors,
+                                     [cameras[k]], background)[0]
     videos = straight_alpha(videos, background)
     for k in range(len(cameras)):
         save_png(job_dir / "views" / f"{k}.png", videos[k, 0])
+    if degrade is not None:
+        videos = degrade_videos(videos, degrade)
+        (gt / "degradation.json").write_text(json.dumps(degrade.to_dict(), indent=1))
+    for k in range(len(cameras)):
         save_video(job_dir / "videos" / f"view{k}", videos[k])
     save_cameras(job_dir / "cameras.json", cameras)
     export_glb(anim, job_dir / "mesh.glb")
