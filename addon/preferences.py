@@ -28,12 +28,12 @@ ADDON_ID = __package__.rpartition(".")[0] or __package__
 # Honest times (benchmarks/RESULTS.md, "First run from Blender"): only Preview was measured end to
 # end, on a shared 2-core CPU with the tiny model; no GPU times were measured.
 PRESET_TIMES = {
-    "preview": "CPU: 43 min measured (busy 2-core, tiny model); GPU: not measured",
+    "preview": "CPU: about 3 min measured (2-core, tiny model); GPU: not measured",
     "standard": "CPU: not measured, far longer than Preview; GPU: not measured",
     "paper": "Needs a GPU; GPU time not measured",
 }
 PRESET_ITEMS = [
-    ("preview", "Preview", f"64 px, 10 Stage One steps + 150 + 30 Stage Two iterations, 5000 Gaussians: a quick look. {PRESET_TIMES['preview']}"),
+    ("preview", "Preview", f"64 px, 10 Stage One steps + 150 + 30 Stage Two iterations (8 images each), 5000 Gaussians: a quick look. {PRESET_TIMES['preview']}"),
     ("standard", "Standard", f"256 px, 400 + 100 Stage Two iterations, 20000 Gaussians. {PRESET_TIMES['standard']}"),
     ("paper", "Paper", f"256 px, 750 + 250 iterations (the paper's schedule). {PRESET_TIMES['paper']}"),
 ]

@@ -271,7 +271,7 @@ def test_schema_covers_exactly_the_config_fields() -> None:
     from track4dgen.stage2.config import Stage2Config
 
     assert set(STAGE2) == {f.name for f in fields(Stage2Config)}
-    assert set(STAGE1) == {f.name for f in fields(SamplerConfig)} - {"extra"}
+    assert set(STAGE1) == {f.name for f in fields(SamplerConfig)} - {"extra"} | {"preset"}
     # every default passes its own rule, and the presets the project ships are in range
     from track4dgen.job_schema import resource_problems, section_problems
     from track4dgen.stage1.config import SamplerConfig as S1
@@ -279,6 +279,7 @@ def test_schema_covers_exactly_the_config_fields() -> None:
 
     assert section_problems("stage2", Stage2Config().to_dict()) == []
     assert section_problems("stage1", {k: v for k, v in S1().__dict__.items() if k != "extra"}) == []
+    assert section_problems("stage1", {"preset": "fast"}) == [] and section_problems("stage1", {"preset": "quick"})
     for preset in (SYNTHETIC_64_OVERRIDES, CPU_DEMO_OVERRIDES):
         assert section_problems("stage2", preset) == [] and resource_problems(preset) == []
 

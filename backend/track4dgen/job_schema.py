@@ -21,6 +21,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .stage1.config import SAMPLER_PRESETS
+
+
 @dataclass(frozen=True)
 class Num:
     """An int or float in [lo, hi]; ``optional`` admits null (the dataclass default None)."""
@@ -147,6 +150,7 @@ STAGE2: dict[str, Any] = {
 }
 
 STAGE1: dict[str, Any] = {
+    "preset": Choice(tuple(SAMPLER_PRESETS)),  # named defaults (stage1/config.py), explicit keys win
     "steps": Num(int, 1, 1000),
     "guidance_scale": Num(float, 0.0, 100.0),
     "negative_prompt": Text(1000),
