@@ -50,6 +50,18 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _report(row: dict, device, args) -> int:
+    """Print the table (header + one row) and write the benchmark JSON when ``--json`` is given."""
+    print(f"device: {_device_name(device)}")
+    print(" | ".join(f"{k}" for k in row))
+    print(" | ".join(f"{v}" for v in row.values()))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"device": _device_name(device), "config": vars(args) | {"json": str(args.json)},
+                                         "objects": [row]}, indent=1, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny model on CPU")
@@ -141,14 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_mem_sds_mb": None if peak_sds is None else round(peak_sds, 1),
         "finite": bool(torch.isfinite(result.videos).all()),
     }
-    print(f"device: {_device_name(device)}")
-    print(" | ".join(f"{k}" for k in row))
-    print(" | ".join(f"{v}" for v in row.values()))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": _device_name(device), "config": vars(args) | {"json": str(args.json)},
-                                         "objects": [row]}, indent=1, default=str))
-    return 0
+    return _report(row, device, args)
 
 
 def _peak_rss_gb() -> float:
@@ -207,14 +212,7 @@ def full_cpu(args: argparse.Namespace) -> int:
         "finite": bool(torch.isfinite(result.videos).all()),
         "features": None if result.features is None else list(result.features.shape),
     }
-    print(f"device: {_device_name(device)}")
-    print(" | ".join(f"{k}" for k in row))
-    print(" | ".join(f"{v}" for v in row.values()))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": _device_name(device), "config": vars(args) | {"json": str(args.json)},
-                                         "objects": [row]}, indent=1, default=str))
-    return 0
+    return _report(row, device, args)
 
 
 if __name__ == "__main__":
