@@ -166,17 +166,23 @@ def build_mesh(name: str, seq: GaussianSequence) -> bpy.types.Mesh:
 # materials
 
 
+def _feed_inputs(nt: bpy.types.NodeTree, node: bpy.types.Node, values) -> None:
+    """Set ``node``'s first inputs from ``values``: a number becomes the default value, a socket is
+    linked, None leaves the input alone (shader and Geometry Nodes trees alike)."""
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if isinstance(v, (int, float)):
+            node.inputs[i].default_value = float(v)
+        else:
+            nt.links.new(v, node.inputs[i])
+
+
 def _shader_math(nt: bpy.types.NodeTree, op: str, a, b=None, vector: bool = False) -> bpy.types.NodeSocket:
     """One Math / Vector Math node; ``a``/``b`` are sockets or numbers. Returns its main output."""
     n = nt.nodes.new("ShaderNodeVectorMath" if vector else "ShaderNodeMath")
     n.operation = op
-    for i, v in enumerate((a, b)):
-        if v is None:
-            continue
-        if isinstance(v, (int, float)):
-            n.inputs[i].default_value = float(v)
-        else:
-            nt.links.new(v, n.inputs[i])
+    _feed_inputs(nt, n, (a, b))
     return n.outputs["Value"] if (not vector or op == "DOT_PRODUCT") else n.outputs["Vector"]
 
 
@@ -286,13 +292,7 @@ class _Tree:
 
     def math(self, op: str, a, b=None) -> bpy.types.NodeSocket:
         n = self.node("ShaderNodeMath", operation=op)
-        for i, v in enumerate((a, b)):
-            if v is None:
-                continue
-            if isinstance(v, (int, float)):
-                n.inputs[i].default_value = float(v)
-            else:
-                self.link(v, n.inputs[i])
+        _feed_inputs(self.g, n, (a, b))
         return n.outputs[0]
 
     def name_for(self, prefix: str, index_socket) -> bpy.types.NodeSocket:

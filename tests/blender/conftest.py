@@ -47,3 +47,21 @@ def backend_python(_backend_interpreter) -> str:
     """The interpreter that has the backend installed (the project's venv, or this one)."""
     return _backend_interpreter
 
+
+@pytest.fixture
+def registered(fresh_scene, tmp_path, monkeypatch, backend_python):
+    """The add-on registered against this checkout's backend, jobs in ``tmp_path``; any job or
+    download still running is cancelled afterwards."""
+    import addon
+    from addon import session
+
+    monkeypatch.setenv("TRACK4DGEN_PYTHON", backend_python)
+    monkeypatch.setenv("TRACK4DGEN_JOBS_DIR", str(tmp_path / "jobs"))
+    addon.register()
+    fresh_scene.track4dgen.prompt = "a monkey nodding its head"
+    yield fresh_scene
+    if session.ACTIVE is not None:
+        session.ACTIVE.cancel()
+        session.ACTIVE = None
+    session.DOWNLOAD = None
+    addon.unregister()

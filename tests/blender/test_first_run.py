@@ -15,27 +15,18 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-import addon  # noqa: E402
 from addon import job_io, operators, runner, session  # noqa: E402
 from addon.preferences import backend_config  # noqa: E402
 from test_operator import TINY, _monkey, _snapshot, _state  # noqa: E402
 
 
 @pytest.fixture
-def registered(fresh_scene, tmp_path, monkeypatch, backend_python):
-    monkeypatch.setenv("TRACK4DGEN_PYTHON", backend_python)
-    monkeypatch.setenv("TRACK4DGEN_JOBS_DIR", str(tmp_path / "jobs"))
-    # an empty Hugging Face cache, offline: the Animate3D weights are certainly missing
+def registered(registered, tmp_path, monkeypatch):
+    """The add-on registered (conftest), with an empty, offline Hugging Face cache: the Animate3D
+    weights are certainly missing."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    addon.register()
-    fresh_scene.track4dgen.prompt = "a monkey nodding its head"
-    yield fresh_scene
-    if session.ACTIVE is not None:
-        session.ACTIVE.cancel()
-        session.ACTIVE = None
-    session.DOWNLOAD = None
-    addon.unregister()
+    yield registered
 
 
 def test_missing_weights_are_reported_before_rendering(registered, tmp_path):

@@ -11,7 +11,6 @@ import bpy
 import numpy as np
 import pytest
 
-import addon
 from addon import import_result as ir
 from addon import job_io, runner, session
 from addon.preferences import backend_config
@@ -22,19 +21,6 @@ TINY = {
     "stage1": {"steps": 2, "feature_step": 1},
     "stage2": {"iters_rec": 3, "iters_sds": 1, "num_gaussians": 300, "batch_images": 4, "hexplane_resolution": [16, 16, 4]},
 }
-
-
-@pytest.fixture
-def registered(fresh_scene, tmp_path, monkeypatch, backend_python):
-    monkeypatch.setenv("TRACK4DGEN_PYTHON", backend_python)
-    monkeypatch.setenv("TRACK4DGEN_JOBS_DIR", str(tmp_path / "jobs"))
-    addon.register()
-    fresh_scene.track4dgen.prompt = "a monkey nodding its head"
-    yield fresh_scene
-    if session.ACTIVE is not None:
-        session.ACTIVE.cancel()
-        session.ACTIVE = None
-    addon.unregister()
 
 
 def _monkey(select: bool = True):

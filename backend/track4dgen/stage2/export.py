@@ -27,8 +27,9 @@ from .optimize import RenderFn, TrainData, render_frame
 def frame_arrays(model: Stage2Model, cam_centers: torch.Tensor) -> dict[str, np.ndarray]:
     """Per-frame means/quats/log_scales/rgb for every frame: ``[F, N, ...]`` float32."""
     means, quats, scales, rgb = [], [], [], []
+    anchor = model.anchor()  # D(x, 0) once for all frames
     for f in range(model.num_frames):
-        s = model.frame(f)
+        s = model.frame(f, anchor)
         means.append(s.means)
         quats.append(s.quats)
         scales.append(s.log_scales)

@@ -133,8 +133,9 @@ def bind_targets(model: Stage2Model, points: np.ndarray, k: int = 8) -> np.ndarr
     ii = torch.as_tensor(idx)
     out = np.empty((model.num_frames, len(points), 3), dtype=np.float32)
     out[0] = points
+    anchor = model.anchor()  # D(x, 0) once for all frames
     for f in range(1, model.num_frames):
-        state = model.frame(f)
+        state = model.frame(f, anchor)
         mu, dq = state.means.cpu()[ii], state.dq.cpu()[ii]  # [P, k, 3], [P, k, 4]
         out[f] = ((mu + quat_rotate(dq, offsets)) * wt).sum(1).numpy()
     return out
