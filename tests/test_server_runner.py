@@ -56,7 +56,10 @@ def test_stop_and_kill9_mid_job_then_restart_completes_every_accepted_job(tmp_pa
     token = TOKENS["alice"]
     tokens = write_tokens(tmp_path / "tokens.txt")
     data = tmp_path / "data"
-    long_zip = zip_dir(tiny_job(tmp_path / "long", {"iters_rec": 24}))
+    # long enough that a resumed run is still going when the test looks (a quiet 2-core CPU runs
+    # these tiny iterations in ~10 ms each)
+    iters = 80
+    long_zip = zip_dir(tiny_job(tmp_path / "long", {"iters_rec": iters}))
 
     # 1. graceful stop (SIGINT) while the job runs: it goes back to the queue, not to "failed"
     srv = Server(data, tokens, "--workers", "1").start()
@@ -109,7 +112,7 @@ def test_stop_and_kill9_mid_job_then_restart_completes_every_accepted_job(tmp_pa
         after_stop = _stage2_steps_after(text, "re-queued: the server is shutting down")
         after_kill = _stage2_steps_after(text, "re-queued after a server restart")
         assert after_stop[0] > 1 and after_kill[0] > 1  # both runs resumed, neither restarted at step 1
-        assert after_kill[-1] == 24 and text.rstrip().endswith('data: {"state": "succeeded"}')
+        assert after_kill[-1] == iters and text.rstrip().endswith('data: {"state": "succeeded"}')
 
         done2 = srv.wait_state(second["id"], token, ("succeeded", "failed"), timeout=120)
         assert done2["state"] == "failed" and done2["error"]["error"] == "missing_file"
