@@ -67,13 +67,13 @@ def score(work: Path, name: str) -> list[dict]:
     import numpy as np
 
     from track4dgen.eval import gt as G
+    from track4dgen.eval.results import load_gaussians
     from track4dgen.stage2.vertex_animation import vertex_trajectories
     from track4dgen.synthetic import load_gt
 
     model, mesh, cfg = fitted_model(work, name)
     truth = load_gt(work / name / "job")
-    with np.load(work / name / "result" / "gaussians4d.npz") as z:
-        err3d = G.centre_error_pct(z["frame_means"], truth.vertices, truth.faces)
+    err3d = G.centre_error_pct(load_gaussians(work / name / "result")["frame_surface"], truth.vertices, truth.faces)
     rows = []
     for method, iters in VARIANTS:
         anim = vertex_trajectories(model, mesh.vertices, mesh.faces, cfg.fps, method, cfg.vertex_arap_weight, iters)

@@ -125,6 +125,7 @@ STAGE2: dict[str, Any] = {
     "lr_opacity": _LR,
     "lr_scales": _LR,
     "lr_quats": _LR,
+    "lr_surface_offset": _LR,
     "w_rec": _WEIGHT,
     "rec_pyramid_levels": Num(int, 0, 8),
     "w_sds": _WEIGHT,

@@ -93,15 +93,16 @@ def evaluate_gt(result_dir: Path, job_dir: Path, backend: str = "auto", device: 
     if g["frame_means"].shape[0] != F:
         raise ResultError(f"result has {g['frame_means'].shape[0]} frames but the ground truth has {F}; evaluate the matching job")
     out: dict[str, float] = {}
-    out["err3d_pct"] = G.centre_error_pct(g["frame_means"], truth.vertices, truth.faces)
-    out["err3d_opacity_weighted_pct"] = G.centre_error_pct(g["frame_means"], truth.vertices, truth.faces, weights=g["opacity"])
+    # positions are the Gaussians' surface points (export.py: ``frame_surface``), renders use ``frame_means``
+    out["err3d_pct"] = G.centre_error_pct(g["frame_surface"], truth.vertices, truth.faces)
+    out["err3d_opacity_weighted_pct"] = G.centre_error_pct(g["frame_surface"], truth.vertices, truth.faces, weights=g["opacity"])
     out["err3d_static_pct"] = G.centre_error_pct(np.repeat(g["means"][None], F, 0), truth.vertices, truth.faces)
-    out["motion_err_pct"], out["motion_err_static_pct"] = G.motion_error_pct(g["frame_means"], truth.vertices, truth.faces)
-    out["chamfer_pct"] = G.chamfer_pct(g["frame_means"], truth.vertices, truth.faces)
+    out["motion_err_pct"], out["motion_err_static_pct"] = G.motion_error_pct(g["frame_surface"], truth.vertices, truth.faces)
+    out["chamfer_pct"] = G.chamfer_pct(g["frame_surface"], truth.vertices, truth.faces)
 
     cams = load_cameras(job_dir / "cameras.json")
     Ks, w2cs = [c.K for c in cams], [c.w2c for c in cams]
-    pred = G.project_tracks(G.gaussian_tracks_3d(truth.points_canonical, g["means"], g["frame_means"]), Ks, w2cs)
+    pred = G.project_tracks(G.gaussian_tracks_3d(truth.points_canonical, g["means"], g["frame_surface"]), Ks, w2cs)
     out["track_epe_px"] = G.track_epe(pred, truth.tracks, truth.visibility)
     still = G.project_tracks(G.gaussian_tracks_3d(truth.points_canonical, g["means"], np.repeat(g["means"][None], F, 0)), Ks, w2cs)
     out["track_epe_static_px"] = G.track_epe(still, truth.tracks, truth.visibility)

@@ -47,6 +47,10 @@ def load_gaussians(result_dir: str | Path) -> dict[str, np.ndarray]:
             raise ResultError(f"{path}: {k} contains NaN or infinite values")
     if "means" not in g:
         g["means"] = g["frame_means"][0]
+    # the tracked surface points; results without a rendered offset track their centres
+    g.setdefault("frame_surface", g["frame_means"])
+    if tuple(g["frame_surface"].shape) != (F, N, 3) or not np.isfinite(g["frame_surface"]).all():
+        raise ResultError(f"{path}: frame_surface must be finite with shape {(F, N, 3)}, got {g['frame_surface'].shape}")
     return g
 
 

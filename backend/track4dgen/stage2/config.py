@@ -47,9 +47,13 @@ class Stage2Config:
     lr_hexplane: float = 0.01
     lr_heads: float = 1e-4
     lr_means: float = 1.6e-4
-    # True: canonical centres slide along the mesh (their source triangle's plane) but never off it;
-    # see optimize.Trainer.keep_on_surface for why
-    means_on_surface: bool = False
+    # True: canonical centres (the tracked surface points) slide along the mesh (their source
+    # triangle's plane) but never off it, and each Gaussian renders at a learned offset along the
+    # normal instead (optimize.Trainer.keep_on_surface, gaussians.CanonicalGaussians.surface_offset;
+    # default since 2026-11-29: without it the field sinks later frames, DESIGN.md "Drift of still parts")
+    means_on_surface: bool = True
+    # learning rate of that offset, world units per step (objects are ~2 units across)
+    lr_surface_offset: float = 3e-3
     lr_sh: float = 2.5e-3
     lr_opacity: float = 0.05
     lr_scales: float = 5e-3
@@ -120,9 +124,11 @@ SYNTHETIC_64_OVERRIDES: dict[str, Any] = {
     "hexplane_resolution": [100, 100, 16],  # one time cell per frame for 16-frame clips
     "hexplane_multires": [0.25, 0.5],  # coarse grids: smooth, coherent motion fields
     "rec_pyramid_levels": 3,  # blurred comparisons pull parts that moved farther than their width
-    "w_arap": 100.0,  # 10x the paper's: thin parts (a tail) bend as one piece instead of smearing
+    # 5x the paper's: thin parts (a tail) bend as one piece instead of smearing. Was 100 until the
+    # rendered offset (2026-11-29); then 500 it: waving_arm err3d/still 0.45 / 0.46 / 0.51 and
+    # tail_wag 0.49 / 0.44 / 0.35 at 30 / 50 / 100 (DESIGN.md "Drift of still parts")
+    "w_arap": 50.0,
     "init_flat_ratio": 0.2,  # surfels: centres stay on the surface instead of sinking ~1 sigma
-    "means_on_surface": True,  # canonical centres slide along the mesh, never into it
     # the mesh's silhouette between the video views (stage2/mesh_silhouettes.py); 80 = the 20 tuned
     # when the term was wrongly multiplied by the batch size (4)
     "w_silhouette": 80.0,

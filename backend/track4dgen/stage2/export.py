@@ -3,6 +3,8 @@ input mesh (``mesh_animation.npz``, ``animated.glb``) with per-frame 3DGS ``ply/
 
 npz keys (DESIGN.md, brief): canonical ``means quats(wxyz) log_scales opacity_logit sh4d``;
 per frame ``frame_means frame_quats frame_log_scales frame_rgb``; ``opacity`` (sigmoid), ``fps``.
+``frame_surface`` [F, N, 3]: the surface point each Gaussian tracks (``means`` is its canonical
+position); ``frame_means`` (the rendered centres) sit off it along the normal by a learned offset.
 ``frame_rgb`` is the SH colour averaged over the training cameras' directions, for viewers that
 cannot evaluate SH. Extra keys: ``sh_degree``, ``frames``, ``time_norm`` (the string
 "frame/(frames-1)", the 4D-SH time convention), ``rasterize_mode`` (the rasterizer mode the
@@ -26,16 +28,17 @@ from .optimize import RenderFn, TrainData, render_frame
 @torch.no_grad()
 def frame_arrays(model: Stage2Model, cam_centers: torch.Tensor) -> dict[str, np.ndarray]:
     """Per-frame means/quats/log_scales/rgb for every frame: ``[F, N, ...]`` float32."""
-    means, quats, scales, rgb = [], [], [], []
+    means, surface, quats, scales, rgb = [], [], [], [], []
     anchor = model.anchor()  # D(x, 0) once for all frames
     for f in range(model.num_frames):
         s = model.frame(f, anchor)
         means.append(s.means)
+        surface.append(s.surface)
         quats.append(s.quats)
         scales.append(s.log_scales)
         rgb.append(model.colors(s, cam_centers).mean(0).clamp(0, 1))
     as_np = lambda xs: torch.stack(xs).float().cpu().numpy()  # noqa: E731
-    return {"frame_means": as_np(means), "frame_quats": as_np(quats), "frame_log_scales": as_np(scales), "frame_rgb": as_np(rgb)}
+    return {"frame_means": as_np(means), "frame_surface": as_np(surface), "frame_quats": as_np(quats), "frame_log_scales": as_np(scales), "frame_rgb": as_np(rgb)}
 
 
 @torch.no_grad()

@@ -94,6 +94,13 @@ class CanonicalGaussians(nn.Module):
         self.register_buffer("bary", torch.zeros(n, 3))
         # unit normal of the source triangle: lets training keep centres on the surface (optimize.py)
         self.register_buffer("normals", torch.zeros(n, 3))
+        # Signed distance of the *rendered* centre from the surface point ``means`` along the source
+        # normal, turned with the Gaussian as it moves. Why: splats fit the video best with their
+        # centres a fraction of a pixel inside the surface; with the centres held on the mesh
+        # (``means_on_surface``) and no such offset, the deformation field sank every Gaussian by
+        # that much in every frame but frame 0 — a constant shape change that read as motion
+        # (DESIGN.md "Drift of still parts"). ``means`` stays the tracked surface point.
+        self.surface_offset = nn.Parameter(torch.zeros(n))
 
     @property
     def num(self) -> int:

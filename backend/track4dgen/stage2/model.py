@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .config import Stage2Config
-from .deformation import DeformationField, quat_conjugate, quat_multiply, quat_normalize
+from .deformation import DeformationField, quat_conjugate, quat_multiply, quat_normalize, quat_rotate
 from .gaussians import CanonicalGaussians
 from .hexplane import HexPlane
 from .sh4d import coeffs_at, eval_rgb, view_dirs
@@ -46,6 +46,7 @@ class FrameGaussians:
     opacity: torch.Tensor  # [N] in (0, 1)
     sh: torch.Tensor  # [N, K, 3] SH coefficients at this frame
     dq: torch.Tensor  # [N, 4] rotation delta canonical -> frame (for ARAP)
+    surface: torch.Tensor  # [N, 3] the tracked surface points (``means`` minus the rendered offset)
 
 
 class Stage2Model(nn.Module):
@@ -135,10 +136,12 @@ class Stage2Model(nn.Module):
             dx, dq, ds = self._deform(frame, tau, anchor)
         # unit rotation deltas on the hemisphere w >= 0 (q and -q are the same rotation)
         dq = quat_normalize(torch.where(dq[:, :1] < 0, -dq, dq))
-        means = g.means + dx
+        surface = g.means + dx
+        means = surface + quat_rotate(dq, g.surface_offset[:, None] * g.normals)
         quats = quat_multiply(dq, quat_normalize(g.quats))
         return FrameGaussians(
             means=means,
+            surface=surface,
             quats=quats,
             log_scales=g.log_scales + ds,
             opacity=torch.sigmoid(g.opacity_logit),

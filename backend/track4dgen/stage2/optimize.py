@@ -131,7 +131,7 @@ def canonical_frozen(iteration: int, cfg: Stage2Config, num_frames: int) -> bool
     return cfg.freeze_canonical and unlocked_frames(iteration, cfg, num_frames) > 1
 
 
-CANONICAL_SHAPE_GROUPS = ("means", "opacity", "scales", "quats")
+CANONICAL_SHAPE_GROUPS = ("means", "opacity", "scales", "quats", "surface_offset")
 
 
 def build_optimizer(model: Stage2Model, cfg: Stage2Config) -> torch.optim.Adam:
@@ -148,6 +148,8 @@ def build_optimizer(model: Stage2Model, cfg: Stage2Config) -> torch.optim.Adam:
         {"name": "opacity", "params": [g.opacity_logit], "lr": cfg.lr_opacity},
         {"name": "scales", "params": [g.log_scales], "lr": cfg.lr_scales},
         {"name": "quats", "params": [g.quats], "lr": cfg.lr_quats},
+        # only centres held on the mesh need a rendered offset from it (gaussians.py)
+        {"name": "surface_offset", "params": [g.surface_offset], "lr": cfg.lr_surface_offset if cfg.means_on_surface else 0.0},
     ]
     return torch.optim.Adam(groups, lr=cfg.lr_heads, eps=1e-15)
 
@@ -213,7 +215,7 @@ class Trainer:
                 stats[k] += parts[k] * weight
             n_img += weight
             if use_arap and frame > 0:  # frame 0 is the canonical pose itself: nothing to hold rigid
-                ar = arap_loss(self.model.gaussians.means, state.means, self.neighbours, samples, cfg.arap_relative, state.dq)
+                ar = arap_loss(self.model.gaussians.means, state.surface, self.neighbours, samples, cfg.arap_relative, state.dq)
                 loss = loss + cfg.w_arap * ar * weight
                 arap_total += float(ar.detach()) * weight
         loss = loss / n_img

@@ -136,7 +136,7 @@ def bind_targets(model: Stage2Model, points: np.ndarray, k: int = 8) -> np.ndarr
     anchor = model.anchor()  # D(x, 0) once for all frames
     for f in range(1, model.num_frames):
         state = model.frame(f, anchor)
-        mu, dq = state.means.cpu()[ii], state.dq.cpu()[ii]  # [P, k, 3], [P, k, 4]
+        mu, dq = state.surface.cpu()[ii], state.dq.cpu()[ii]  # [P, k, 3], [P, k, 4]
         out[f] = ((mu + quat_rotate(dq, offsets)) * wt).sum(1).numpy()
     return out
 
