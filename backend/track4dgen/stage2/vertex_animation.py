@@ -42,7 +42,7 @@ from .deformation import quat_rotate
 from .model import Stage2Model
 
 METHODS = ("field", "bind")
-ARAP_VERTEX_FRAMES = 1 << 20  # vertices x frames per ARAP batch: ~200 MB of temporaries
+ARAP_VERTEX_FRAMES = 1 << 19  # vertices x frames per ARAP batch: ~200 MB of temporaries
 
 
 @dataclass
@@ -157,7 +157,7 @@ def _rolled(da: int, db: int) -> list[int]:
 _COFACTOR = (_rolled(1, 1), _rolled(2, 2), _rolled(1, 2), _rolled(2, 1))
 
 
-def closest_rotations(S: np.ndarray, max_steps: int = 8, chunk: int = 4096) -> np.ndarray:
+def closest_rotations(S: np.ndarray, tol: float = 1e-5, max_steps: int = 8, chunk: int = 4096) -> np.ndarray:
     """Rotations [..., 3, 3] maximising ``tr(R S)`` for ``S`` [..., 3, 3] (ARAP's ``R_i = V U^T`` for
     ``S_i = U Sigma V^T``: the orthogonal polar factor of ``S^T``).
 
@@ -189,7 +189,7 @@ def closest_rotations(S: np.ndarray, max_steps: int = 8, chunk: int = 4096) -> n
             new += cof * (0.5 / (gamma * det))
             change = np.abs(new - X).max(0)
             X = new
-            if change.max() < 1e-5:
+            if change.max() < tol:
                 break
         bad |= ~(change < 1e-3)
         R = X.reshape(3, 3, -1).transpose(2, 0, 1)
@@ -234,31 +234,36 @@ class ArapSolver:
         degree = np.diff(self.adj.indptr).astype(np.float32)
         diag = 2.0 * degree + weight
         self.system = (sp.diags(diag) - 2.0 * self.adj).tocsr().astype(np.float32)  # 2 L + lambda I
-        self.inv_diag = (1.0 / diag)[:, None]
+        self.inv_diag = 1.0 / diag
         self.weight, self.tol, self.max_cg = float(weight), float(tol), int(max_cg)
         self.lap_rest = degree[:, None] * v - self.adj @ v  # sum_j (v_i - v_j)
-        f = self.faces.ravel()
-        self.vertex_faces = sp.csr_matrix((np.ones(len(f), np.float32), (f, np.repeat(np.arange(len(self.faces)), 3))), shape=(n, len(self.faces)))
+        nf = len(self.faces)
+        rows, unit = np.r_[np.arange(nf), np.arange(nf)], np.r_[np.ones(nf), -np.ones(nf)].astype(np.float32)
+        fc = self.faces
+        # face edges p_1 - p_0 and p_2 - p_0, and the sum over each vertex's faces, as sparse products
+        self.face_edges = [sp.csr_matrix((unit, (rows, np.r_[fc[:, k], fc[:, 0]])), shape=(nf, n)) for k in (1, 2)]
+        self.vertex_faces = sp.csr_matrix((np.ones(3 * nf, np.float32), (fc.ravel(), np.repeat(np.arange(nf), 3))), shape=(n, nf))
         sq = ((v[e[:, 0]] - v[e[:, 1]]) ** 2).sum(1)
         mean_sq = (np.bincount(e[:, 0], sq, n) + np.bincount(e[:, 1], sq, n)) / np.maximum(degree, 1)
         self.normal_rest = mean_sq.astype(np.float32)[:, None] * self.normals(v[:, None, :])[:, 0]  # w_i n_i
+        self.ring_rest = np.stack([self.lap_rest, -v, self.normal_rest], 2)  # [N, 3, 3], columns as named in rotations()
 
     def normals(self, p: np.ndarray) -> np.ndarray:
         """Area-weighted unit vertex normals [N, C, 3] of the mesh at positions ``p`` [N, C, 3]."""
-        f = self.faces
-        fn = np.cross(p[f[:, 1]] - p[f[:, 0]], p[f[:, 2]] - p[f[:, 0]])
-        vn = (self.vertex_faces @ fn.reshape(len(f), -1)).reshape(p.shape)
-        return vn / np.maximum(np.linalg.norm(vn, axis=-1, keepdims=True), 1e-30)
+        n, c = p.shape[:2]
+        a, b = ((d @ p.reshape(n, -1)).reshape(-1, c, 3) for d in self.face_edges)
+        fn = np.stack([a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1], a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
+                       a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], -1)
+        vn = (self.vertex_faces @ fn.reshape(len(fn), -1)).reshape(p.shape)
+        return vn / np.sqrt(np.maximum(np.einsum("nci,nci->nc", vn, vn), 1e-60))[..., None]
 
     def rotations(self, p: np.ndarray) -> np.ndarray:
         """Local step: each one-ring's best rotation [N, C, 3, 3] at positions ``p`` [N, C, 3]."""
         n, c = p.shape[:2]
-        v = self.rest[:, None, :, None]
-        # S_i = sum_j (v_i - v_j)(p_i - p_j)^T = sum_j v_j p_j^T + lap_rest_i p_i^T - v_i (sum_j p_j)^T
-        S = (self.adj @ (v * p[:, :, None, :]).reshape(n, -1)).reshape(n, c, 3, 3)
-        S += self.lap_rest[:, None, :, None] * p[:, :, None, :]
-        S -= v * (self.adj @ p.reshape(n, -1)).reshape(n, c, 1, 3)
-        S += self.normal_rest[:, None, :, None] * self.normals(p)[:, :, None, :]
+        # S_i = sum_j (v_i - v_j)(p_i - p_j)^T + w_i n_i n'_i^T
+        #     = sum_j v_j p_j^T + [lap_rest_i, -v_i, w_i n_i] @ [p_i, sum_j p_j, n'_i]^T
+        S = (self.adj @ (self.rest[:, None, :, None] * p[:, :, None, :]).reshape(n, -1)).reshape(n, c, 3, 3)
+        S += self.ring_rest[:, None] @ np.stack([p, (self.adj @ p.reshape(n, -1)).reshape(p.shape), self.normals(p)], 2)
         return closest_rotations(S)
 
     def rhs(self, R: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -272,23 +277,26 @@ class ArapSolver:
         return b
 
     def global_step(self, b: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Solve ``(2 L + lambda I) x = b`` for ``b`` [N, K] (K independent columns) by Jacobi-
-        preconditioned CG from ``x``, each column to a residual of ``tol`` times its ``|b|``."""
+        """Solve ``(2 L + lambda I) x = b`` for ``b`` [K, N] (K independent right-hand sides) by
+        Jacobi-preconditioned CG from ``x``, each to a residual of ``tol`` times its ``|b|``.
+        One row per right-hand side: every vector operation runs over contiguous vertices."""
+        product = lambda y: np.stack([self.system @ row for row in y])  # noqa: E731
+        dot = lambda y, z: np.einsum("kn,kn->k", y, z)[:, None]  # noqa: E731
         x = x.copy()
-        r = b - self.system @ x
+        r = b - product(x)
         z = r * self.inv_diag
         d = z.copy()
-        rz = np.einsum("ij,ij->j", r, z)
-        stop = (self.tol * np.linalg.norm(b, axis=0)) ** 2
+        rz = dot(r, z)
+        stop = (self.tol**2) * dot(b, b)
         for _ in range(self.max_cg):
-            if (np.einsum("ij,ij->j", r, r) <= stop).all():
+            if (dot(r, r) <= stop).all():
                 break
-            Ad = self.system @ d
-            alpha = rz / np.maximum(np.einsum("ij,ij->j", d, Ad), 1e-30)
+            Ad = product(d)
+            alpha = rz / np.maximum(dot(d, Ad), 1e-30)
             x += alpha * d
             r -= alpha * Ad
             np.multiply(r, self.inv_diag, out=z)
-            rz_new = np.einsum("ij,ij->j", r, z)
+            rz_new = dot(r, z)
             d *= rz_new / np.maximum(rz, 1e-30)
             d += z
             rz = rz_new
@@ -298,11 +306,13 @@ class ArapSolver:
         """Positions near ``targets`` ([N, 3], or [C, N, 3] for C frames solved together), same shape;
         starts from the targets."""
         t = np.asarray(targets, dtype=np.float32)
-        frames = t.reshape(-1, *t.shape[-2:]).transpose(1, 0, 2).copy()  # [N, C, 3]
-        n = len(frames)
-        p = frames
+        frames = t.reshape(-1, *t.shape[-2:])  # [C, N, 3]
+        c, n = frames.shape[:2]
+        goal = p = np.ascontiguousarray(frames.transpose(1, 0, 2))  # [N, C, 3]; the global step works on rows [3C, N]
         for _ in range(iterations):
-            p = self.global_step(self.rhs(self.rotations(p), frames).reshape(n, -1), p.reshape(n, -1)).reshape(frames.shape)
+            b = self.rhs(self.rotations(p), goal)
+            x = self.global_step(b.reshape(n, -1).T.copy(), p.reshape(n, -1).T.copy())
+            p = np.ascontiguousarray(x.T).reshape(n, c, 3)
         return p.transpose(1, 0, 2).reshape(t.shape)
 
 
