@@ -124,11 +124,12 @@ def big(model, bbox_diagonal: float, cfg, vertices: int, variants=VARIANTS) -> l
 
     side = int(np.ceil(np.sqrt(vertices / 2)))  # a count=[c, c] UV sphere has ~2 c^2 vertices
     sphere = trimesh.creation.uv_sphere(radius=0.5 * bbox_diagonal / np.sqrt(3), count=[side, side])
+    base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # torch, the model and the sphere
     rows = []
     for method, iters in variants:
         anim = vertex_trajectories(model, np.asarray(sphere.vertices), np.asarray(sphere.faces), cfg.fps, method, cfg.vertex_arap_weight, iters)
         rows.append({"name": f"sphere ({len(sphere.vertices)} v)", "method": method, "arap_iters": iters, "frames": anim.frames,
-                     **anim.timings_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+                     **anim.timings_s, "base_rss_mb": base_mb, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     return rows
 
 

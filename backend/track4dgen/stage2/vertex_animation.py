@@ -17,19 +17,19 @@ Two ways to get the motion of a vertex (``method``), both measured on the synthe
 Then a short as-rigid-as-possible solve on the mesh's own edges pulls the vertices toward those
 targets while keeping each one-ring close to a rotation of its rest shape (Sorkine & Alexa 2007,
 uniform edge weights, which unlike cotangent weights stay positive on bad triangles): noise in
-the field at the scale of one triangle would otherwise fold or tear the surface. The system matrix
-``L + lambda I`` is the same for every frame and iteration, so it is factorised once.
+the field at the scale of one triangle would otherwise fold or tear the surface (``ArapSolver``
+says how it stays fast).
 
 Coincident vertices (UV or normal seams of a glTF export) are welded first, so both copies of a
 seam vertex get one trajectory and the seam cannot open. Frame 0 is the input mesh exactly.
-Evaluation runs in vertex chunks and the solver's memory is linear in the vertex count, so a
-200k-vertex mesh takes seconds (benchmarks/bench_vertex_animation.py).
+Evaluation runs in vertex chunks and the solver works on batches of frames of at most
+``ARAP_VERTEX_FRAMES`` vertices x frames, so memory is linear in the vertex count: a 200k-vertex mesh
+x 16 frames takes ~5 s on one CPU core (benchmarks/bench_vertex_animation.py --big-only).
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from .deformation import quat_rotate
 from .model import Stage2Model
 
 METHODS = ("field", "bind")
-ARAP_VERTEX_FRAMES = 1 << 19  # vertices x frames per ARAP batch: ~200 MB of temporaries
+ARAP_VERTEX_FRAMES = 1 << 19  # vertices x frames per ARAP batch (~100 MB of temporaries); 2-5 frames were fastest at 200k
 
 
 @dataclass
@@ -206,14 +206,16 @@ class ArapSolver:
     """ARAP with soft positional targets on a fixed rest mesh (uniform edge weights).
 
     Energy: ``sum_i sum_{j~i} |(p_i - p_j) - R_i (v_i - v_j)|^2 + lambda sum_i |p_i - t_i|^2``.
-    ``weight`` is lambda: large follows the targets, small stays rigid. Frames are solved together:
-    positions are ``[N, C, 3]`` arrays, so every per-vertex sum over neighbours is one sparse
-    adjacency product with 3C or 9C columns (no per-edge temporaries). The global step
-    ``(2 L + lambda I) p = b`` is solved by Jacobi-preconditioned conjugate gradients, one column per
-    frame and coordinate, started at the current positions. With lambda > 0 the system is well
-    conditioned whatever the mesh size (~10-20 iterations to 1e-4), so time and memory stay linear
-    in the vertex count; a sparse LU of the system was measured slower (benchmarks/RESULTS.md).
-    float32 throughout.
+    ``weight`` is lambda: large follows the targets, small stays rigid. Frames are solved together
+    and every per-vertex sum over neighbours is one sparse product over all of them (no per-edge
+    temporaries): the local step works on ``[N, C, 3]`` positions (adjacency products with 3C or 9C
+    columns), the global step ``(2 L + lambda I) p = b`` on rows ``[3C, N]``, one per frame and
+    coordinate, by Jacobi-preconditioned conjugate gradients started at the current positions. With
+    lambda > 0 that system is well conditioned whatever the mesh size (5-15 iterations to 1e-4), so
+    time and memory stay linear in the vertex count. A sparse LU factorised once (SuperLU, minimum
+    degree ordering) was measured at 200k vertices: 1.6 s to factorise, L and U hold 17x the
+    matrix's entries (290 MB, growing faster than linearly), and each right-hand side then takes
+    16-22 ms against CG's ~8 ms (benchmarks/RESULTS.md). float32.
 
     The one-ring covariance ``S_i`` of a flat region has rank 2, and its best rotation is then
     ambiguous up to a mirror about the surface (in float32 about half such vertices came out as
@@ -343,16 +345,14 @@ def vertex_trajectories(
     positions = targets
     if arap_iterations > 0 and model.num_frames > 1:
         solver = ArapSolver(unique, inverse[f], arap_weight)
-        positions = np.empty_like(targets)
-        positions[0] = pts
         step = max(1, ARAP_VERTEX_FRAMES // len(pts))  # frames solved together, within the memory bound
-        for fr in range(1, model.num_frames, step):
+        for fr in range(1, model.num_frames, step):  # in place: each batch's targets are read before written
             positions[fr : fr + step] = solver.solve(targets[fr : fr + step], arap_iterations)
     timings["arap_s"] = time.perf_counter() - t1
     out = positions[:, inverse]
     out[0] = v  # frame 0 is the input mesh, bit for bit
     timings["total_s"] = time.perf_counter() - t0
-    return VertexAnimation(out.astype(np.float32), float(fps), method, timings)
+    return VertexAnimation(out.astype(np.float32, copy=False), float(fps), method, timings)
 
 
 def write_mesh_animation_npz(path: str | Path, anim: VertexAnimation, faces: np.ndarray) -> Path:
