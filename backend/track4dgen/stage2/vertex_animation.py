@@ -263,10 +263,12 @@ class ArapSolver:
         """Local step: each one-ring's best rotation [N, C, 3, 3] at positions ``p`` [N, C, 3]."""
         n, c = p.shape[:2]
         # S_i = sum_j (v_i - v_j)(p_i - p_j)^T + w_i n_i n'_i^T
-        #     = sum_j v_j p_j^T + [lap_rest_i, -v_i, w_i n_i] @ [p_i, sum_j p_j, n'_i]^T
-        S = (self.adj @ (self.rest[:, None, :, None] * p[:, :, None, :]).reshape(n, -1)).reshape(n, c, 3, 3)
-        S += self.ring_rest[:, None] @ np.stack([p, (self.adj @ p.reshape(n, -1)).reshape(p.shape), self.normals(p)], 2)
-        return closest_rotations(S)
+        #     = sum_j v_j p_j^T + [lap_rest_i, -v_i, w_i n_i] @ [p_i, sum_j p_j, n'_i]^T,
+        # built as [N, 3, C x 3] (all frames in one product per vertex), then [N, C, 3, 3]
+        flat = p.reshape(n, 1, -1)
+        S = (self.adj @ (self.rest[:, :, None] * flat).reshape(n, -1)).reshape(n, 3, -1)
+        S += self.ring_rest @ np.concatenate([flat, (self.adj @ p.reshape(n, -1))[:, None], self.normals(p).reshape(n, 1, -1)], 1)
+        return closest_rotations(S.reshape(n, 3, c, 3).transpose(0, 2, 1, 3))
 
     def rhs(self, R: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """``b_i = sum_j (R_i + R_j)(v_i - v_j) + lambda t_i`` [N, C, 3] for rotations ``R`` [N, C, 3, 3]."""
