@@ -215,7 +215,7 @@ class ArapSolver:
     time and memory stay linear in the vertex count. A sparse LU factorised once (SuperLU, minimum
     degree ordering) was measured at 200k vertices: 1.6 s to factorise, L and U hold 17x the
     matrix's entries (290 MB, growing faster than linearly), and each right-hand side then takes
-    16-22 ms against CG's ~8 ms (benchmarks/RESULTS.md). float32.
+    16-22 ms against CG's ~10 ms (benchmarks/RESULTS.md). float32.
 
     The one-ring covariance ``S_i`` of a flat region has rank 2, and its best rotation is then
     ambiguous up to a mirror about the surface (in float32 about half such vertices came out as
