@@ -181,6 +181,18 @@ def test_arap_energy_decreases_and_frames_solve_independently(sphere):
         np.testing.assert_allclose(together[k], solver.solve(frames[k], 2), atol=1e-5)
 
 
+def test_arap_handles_loose_vertices_and_degenerate_faces(sphere):
+    """A vertex on no face has no ring to keep rigid: it follows its target; a zero-area face adds
+    nothing. Neither may turn the solve into NaNs."""
+    v, f = sphere
+    v2 = np.concatenate([v, [[2.0, 0.0, 0.0]]])
+    f2 = np.concatenate([f, [[0, 0, 1]]])
+    target = v2 + 0.01 * np.random.default_rng(0).normal(size=v2.shape)
+    out = ArapSolver(v2, f2, weight=0.3).solve(target, 2)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[-1], target[-1], atol=1e-6)
+
+
 def test_bind_targets_are_the_gaussians_rigid_motion(sphere):
     """Against the blend written out: each of the k nearest Gaussians moves the point rigidly with
     its own rotation and translation, weighted by inverse distance."""

@@ -257,7 +257,7 @@ class ArapSolver:
         fn = np.stack([a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1], a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
                        a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], -1)
         vn = (self.vertex_faces @ fn.reshape(len(fn), -1)).reshape(p.shape)
-        return vn / np.sqrt(np.maximum(np.einsum("nci,nci->nc", vn, vn), 1e-60))[..., None]
+        return vn / np.sqrt(np.maximum(np.einsum("nci,nci->nc", vn, vn), 1e-30))[..., None]
 
     def rotations(self, p: np.ndarray) -> np.ndarray:
         """Local step: each one-ring's best rotation [N, C, 3, 3] at positions ``p`` [N, C, 3]."""
