@@ -239,16 +239,15 @@ class ArapSolver:
         self.inv_diag = 1.0 / diag
         self.weight, self.tol, self.max_cg = float(weight), float(tol), int(max_cg)
         self.lap_rest = degree[:, None] * v - self.adj @ v  # sum_j (v_i - v_j)
-        nf = len(self.faces)
+        fc, nf = self.faces, len(self.faces)
         rows, unit = np.r_[np.arange(nf), np.arange(nf)], np.r_[np.ones(nf), -np.ones(nf)].astype(np.float32)
-        fc = self.faces
         # face edges p_1 - p_0 and p_2 - p_0, and the sum over each vertex's faces, as sparse products
         self.face_edges = [sp.csr_matrix((unit, (rows, np.r_[fc[:, k], fc[:, 0]])), shape=(nf, n)) for k in (1, 2)]
         self.vertex_faces = sp.csr_matrix((np.ones(3 * nf, np.float32), (fc.ravel(), np.repeat(np.arange(nf), 3))), shape=(n, nf))
         sq = ((v[e[:, 0]] - v[e[:, 1]]) ** 2).sum(1)
         mean_sq = (np.bincount(e[:, 0], sq, n) + np.bincount(e[:, 1], sq, n)) / np.maximum(degree, 1)
-        self.normal_rest = mean_sq.astype(np.float32)[:, None] * self.normals(v[:, None, :])[:, 0]  # w_i n_i
-        self.ring_rest = np.stack([self.lap_rest, -v, self.normal_rest], 2)  # [N, 3, 3], columns as named in rotations()
+        normal_rest = mean_sq.astype(np.float32)[:, None] * self.normals(v[:, None, :])[:, 0]  # w_i n_i
+        self.ring_rest = np.stack([self.lap_rest, -v, normal_rest], 2)  # [N, 3, 3], columns as named in rotations()
 
     def normals(self, p: np.ndarray) -> np.ndarray:
         """Area-weighted unit vertex normals [N, C, 3] of the mesh at positions ``p`` [N, C, 3]."""
@@ -284,8 +283,13 @@ class ArapSolver:
         """Solve ``(2 L + lambda I) x = b`` for ``b`` [K, N] (K independent right-hand sides) by
         Jacobi-preconditioned CG from ``x``, each to a residual of ``tol`` times its ``|b|``.
         One row per right-hand side: every vector operation runs over contiguous vertices."""
-        product = lambda y: np.stack([self.system @ row for row in y])  # noqa: E731
-        dot = lambda y, z: np.einsum("kn,kn->k", y, z)[:, None]  # noqa: E731
+
+        def product(y: np.ndarray) -> np.ndarray:
+            return np.stack([self.system @ row for row in y])
+
+        def dot(y: np.ndarray, z: np.ndarray) -> np.ndarray:
+            return np.einsum("kn,kn->k", y, z)[:, None]
+
         x = x.copy()
         r = b - product(x)
         z = r * self.inv_diag
