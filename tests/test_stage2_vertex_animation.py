@@ -10,9 +10,9 @@ import pytest
 import torch
 import trimesh
 
+from benchmarks.bench_vertex_animation import random_motion_model
 from track4dgen.eval import gt as G
 from track4dgen.meshio import load_mesh
-from track4dgen.stage2.config import SYNTHETIC_64_OVERRIDES, Stage2Config
 from track4dgen.stage2.gltf_animation import add_morph_animation, read_glb, write_animated_glb
 from track4dgen.stage2.model import Stage2Model
 from track4dgen.stage2.splat_ply import read_splat_ply, write_frame_plys
@@ -34,16 +34,8 @@ FRAMES = 5
 
 
 def moving_model(vertices: np.ndarray, faces: np.ndarray, seed: int = 0) -> Stage2Model:
-    """A model whose field really moves things: time planes off 1 and non-zero last layers."""
-    cfg = Stage2Config.from_overrides({**SYNTHETIC_64_OVERRIDES, "num_gaussians": 400, "hexplane_resolution": [16, 16, FRAMES],
-                                       "head_last_init_std": 0.05})
-    colors = np.full((len(vertices), 3), 0.5, dtype=np.float32)
-    model = Stage2Model.build(cfg, vertices, faces, colors, FRAMES, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # time planes off their all-ones start, so every frame deforms differently
-        for plane in model.deformation.hexplane.time_parameters():
-            plane.mul_(1 + 0.5 * (2 * torch.rand(plane.shape, generator=gen) - 1))
-    return model
+    """A model whose field really moves things (the benchmark's untrained moving field), 400 Gaussians."""
+    return random_motion_model(vertices, faces, FRAMES, seed, num_gaussians=400)[0]
 
 
 @pytest.fixture(scope="module")
