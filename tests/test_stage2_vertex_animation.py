@@ -13,10 +13,10 @@ import trimesh
 from benchmarks.bench_vertex_animation import random_motion_model
 from track4dgen.eval import gt as G
 from track4dgen.meshio import load_mesh
+from track4dgen.stage2.deformation import quat_rotate
 from track4dgen.stage2.gltf_animation import add_morph_animation, read_glb, write_animated_glb
 from track4dgen.stage2.model import Stage2Model
 from track4dgen.stage2.splat_ply import read_splat_ply, write_frame_plys
-from track4dgen.stage2.deformation import quat_rotate
 from track4dgen.stage2.vertex_animation import (
     ArapSolver,
     bind_targets,
