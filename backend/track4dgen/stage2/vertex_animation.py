@@ -132,9 +132,13 @@ def bind_targets(model: Stage2Model, points: np.ndarray, k: int = 8) -> np.ndarr
     ``sum_g w_g (mu_g + R_g (x - g_0)) = (sum_g w_g R_g) x + sum_g w_g (mu_g - R_g g_0)`` is linear
     in the per-Gaussian ``[R_g | mu_g - R_g g_0]``, so one sparse weight matrix [P, G] blends them for
     every point at once (linear blend skinning) instead of rotating P x k offsets per frame.
+    Positions are taken about the Gaussians' centroid, so float32 keeps the object's own precision
+    wherever it sits.
     """
     g0 = model.gaussians.means.detach().cpu()
     idx, w = _knn_weights(points, g0.numpy(), k)
+    centre = g0.mean(0)
+    g0, local = g0 - centre, points - centre.numpy()
     blend = sp.csr_matrix((w.ravel(), idx.ravel(), np.arange(0, idx.size + 1, idx.shape[1])), shape=(len(points), len(g0)))
     out = np.empty((model.num_frames, len(points), 3), dtype=np.float32)
     out[0] = points
@@ -143,9 +147,9 @@ def bind_targets(model: Stage2Model, points: np.ndarray, k: int = 8) -> np.ndarr
     for f in range(1, model.num_frames):
         state = model.frame(f, anchor)
         rot = quat_rotate(state.dq.cpu()[:, None, :], basis).transpose(1, 2)  # [G, 3, 3]: column c is R e_c
-        shift = state.means.cpu() - (rot @ g0[:, :, None])[..., 0]
+        shift = state.means.cpu() - centre - (rot @ g0[:, :, None])[..., 0]
         per_point = blend @ torch.cat([rot.reshape(-1, 9), shift], 1).numpy()  # [P, 12]
-        out[f] = np.einsum("pab,pb->pa", per_point[:, :9].reshape(-1, 3, 3), points) + per_point[:, 9:]
+        out[f] = np.einsum("pab,pb->pa", per_point[:, :9].reshape(-1, 3, 3), local) + per_point[:, 9:] + centre.numpy()
     return out
 
 
