@@ -8,9 +8,12 @@ with and without the ARAP solve). Scores (definitions: ``track4dgen.eval.gt``): 
 and its no-motion baseline (% of the bbox diagonal), the Gaussians' ``err3d`` of the same run,
 flipped faces (%), edge-length distortion (%), seconds. The vertex error is area-weighted (the
 error over the surface; gt.py says why) and also given per vertex. ``--big N`` also times every variant on an
-N-vertex sphere with the last object's field.
+N-vertex sphere with the last object's field (seconds for the targets and the ARAP solve, peak RSS);
+``--big-only`` times only that, with an untrained field given random motion instead of a fitted one
+(no training run needed: the timing depends on the vertex count, not on what the field learnt).
 
     python benchmarks/bench_vertex_animation.py --work DIR [--objects a,b] [--big 200000] [--json PATH]
+    python benchmarks/bench_vertex_animation.py --big-only --big 200000 [--methods bind]
 
 Runs whose checkpoint is already in ``DIR/<object>/ckpt`` are not repeated, so the slow part can
 be started early and scored later.
@@ -63,6 +66,26 @@ def fitted_model(work: Path, name: str):
     return model.eval(), mesh, cfg
 
 
+def random_motion_model(vertices, faces, frames: int, seed: int = 0, num_gaussians: int = 3000):
+    """An untrained Stage Two model whose field really moves things: time planes off their
+    all-ones start and non-zero last layers, so every frame deforms differently."""
+    import numpy as np
+    import torch
+
+    from track4dgen.stage2.config import SYNTHETIC_64_OVERRIDES, Stage2Config
+    from track4dgen.stage2.model import Stage2Model
+
+    cfg = Stage2Config.from_overrides({**SYNTHETIC_64_OVERRIDES, "num_gaussians": num_gaussians,
+                                       "hexplane_resolution": [16, 16, frames], "head_last_init_std": 0.05})
+    colors = np.full((len(vertices), 3), 0.5, dtype=np.float32)
+    model = Stage2Model.build(cfg, vertices, faces, colors, frames, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for plane in model.deformation.hexplane.time_parameters():
+            plane.mul_(1 + 0.5 * (2 * torch.rand(plane.shape, generator=gen) - 1))
+    return model.eval(), cfg
+
+
 def score(work: Path, name: str) -> list[dict]:
     import numpy as np
 
@@ -90,8 +113,8 @@ def score(work: Path, name: str) -> list[dict]:
     return rows
 
 
-def big(work: Path, name: str, vertices: int) -> list[dict]:
-    """Every variant on a UV sphere of about ``vertices`` vertices, with ``name``'s fitted field."""
+def big(model, bbox_diagonal: float, cfg, vertices: int, variants=VARIANTS) -> list[dict]:
+    """``variants`` on a UV sphere of about ``vertices`` vertices moved by ``model``'s field."""
     import resource
 
     import numpy as np
@@ -99,26 +122,31 @@ def big(work: Path, name: str, vertices: int) -> list[dict]:
 
     from track4dgen.stage2.vertex_animation import vertex_trajectories
 
-    model, mesh, cfg = fitted_model(work, name)
-    side = int(np.ceil(np.sqrt(vertices)))
-    sphere = trimesh.creation.uv_sphere(radius=0.5 * mesh.bbox_diagonal / np.sqrt(3), count=[side, side])
+    side = int(np.ceil(np.sqrt(vertices / 2)))  # a count=[c, c] UV sphere has ~2 c^2 vertices
+    sphere = trimesh.creation.uv_sphere(radius=0.5 * bbox_diagonal / np.sqrt(3), count=[side, side])
+    base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # torch, the model and the sphere
     rows = []
-    for method, iters in VARIANTS:
+    for method, iters in variants:
+        cpu = time.process_time()  # on a shared CPU the wall clock also counts other processes' turns
         anim = vertex_trajectories(model, np.asarray(sphere.vertices), np.asarray(sphere.faces), cfg.fps, method, cfg.vertex_arap_weight, iters)
-        rows.append({"name": f"sphere ({len(sphere.vertices)} v)", "method": method, "arap_iters": iters, **anim.timings_s,
-                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+        rows.append({"name": f"sphere ({len(sphere.vertices)} v)", "method": method, "arap_iters": iters, "frames": anim.frames,
+                     **anim.timings_s, "cpu_s": time.process_time() - cpu, "load_avg_1min": os.getloadavg()[0], "base_rss_mb": base_mb, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", type=Path, required=True, help="folder for the runs (kept, reused)")
+    p.add_argument("--work", type=Path, default=None, help="folder for the runs (kept, reused); required unless --big-only")
     p.add_argument("--objects", default=None, help="comma-separated names (default: all)")
     p.add_argument("--big", type=int, default=0, help="also time a sphere of this many vertices")
     p.add_argument("--score-only", action="store_true", help="score the runs already in --work, train none")
+    p.add_argument("--big-only", action="store_true", help="only time --big, with an untrained moving field on the last object")
+    p.add_argument("--methods", default="field,bind", help="comma-separated vertex motion methods for --big (default: both)")
+    p.add_argument("--frames", type=int, default=16, help="frames of the --big-only field")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
+    import numpy as np
     import torch
 
     from track4dgen.stage2.checkpoint import checkpoint_path
@@ -126,6 +154,24 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     names = args.objects.split(",") if args.objects else list_objects()
+    variants = [(m, i) for m, i in VARIANTS if m in args.methods.split(",")]
+    if args.big_only:
+        if not args.big:
+            p.error("--big-only needs --big N")
+        from track4dgen.synthetic import make_object
+
+        obj = make_object(names[-1], frames=args.frames)
+        model, cfg = random_motion_model(obj.canonical, obj.faces, args.frames)
+        diagonal = float(np.linalg.norm(obj.canonical.max(0) - obj.canonical.min(0)))
+        rows = big(model, diagonal, cfg, args.big, variants)
+        for r in rows:
+            print(r)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"device": "cpu", "rows": rows}, indent=1))
+        return 0
+    if args.work is None:
+        p.error("--work is required unless --big-only")
     rows, done = [], []
     for name in names:
         if not checkpoint_path(args.work / name / "ckpt").is_file() or not (args.work / name / "result").is_dir():
@@ -141,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(" | ".join(f"{r[c]:>14.3f}" if isinstance(r[c], float) else f"{r[c]!s:>14}" for c in cols))
     if args.big and done:
-        rows_big = big(args.work, done[-1], args.big)
+        model, mesh, cfg = fitted_model(args.work, done[-1])
+        rows_big = big(model, mesh.bbox_diagonal, cfg, args.big, variants)
         for r in rows_big:
             print(r)
         rows += rows_big

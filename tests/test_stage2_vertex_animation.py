@@ -10,14 +10,16 @@ import pytest
 import torch
 import trimesh
 
+from benchmarks.bench_vertex_animation import random_motion_model
 from track4dgen.eval import gt as G
 from track4dgen.meshio import load_mesh
-from track4dgen.stage2.config import SYNTHETIC_64_OVERRIDES, Stage2Config
+from track4dgen.stage2.deformation import quat_rotate
 from track4dgen.stage2.gltf_animation import add_morph_animation, read_glb, write_animated_glb
 from track4dgen.stage2.model import Stage2Model
 from track4dgen.stage2.splat_ply import read_splat_ply, write_frame_plys
 from track4dgen.stage2.vertex_animation import (
     ArapSolver,
+    bind_targets,
     closest_rotations,
     field_targets,
     load_mesh_animation,
@@ -32,16 +34,8 @@ FRAMES = 5
 
 
 def moving_model(vertices: np.ndarray, faces: np.ndarray, seed: int = 0) -> Stage2Model:
-    """A model whose field really moves things: time planes off 1 and non-zero last layers."""
-    cfg = Stage2Config.from_overrides({**SYNTHETIC_64_OVERRIDES, "num_gaussians": 400, "hexplane_resolution": [16, 16, FRAMES],
-                                       "head_last_init_std": 0.05})
-    colors = np.full((len(vertices), 3), 0.5, dtype=np.float32)
-    model = Stage2Model.build(cfg, vertices, faces, colors, FRAMES, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # time planes off their all-ones start, so every frame deforms differently
-        for plane in model.deformation.hexplane.time_parameters():
-            plane.mul_(1 + 0.5 * (2 * torch.rand(plane.shape, generator=gen) - 1))
-    return model
+    """A model whose field really moves things (the benchmark's untrained moving field), 400 Gaussians."""
+    return random_motion_model(vertices, faces, FRAMES, seed, num_gaussians=400)[0]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +51,7 @@ def test_field_at_gaussian_centres_matches_the_gaussians_motion(sphere):
     # k=1: each centre takes its own Gaussian's inputs, so it must move exactly as that Gaussian
     moved = field_targets(model, centres, k=1)
     with torch.no_grad():
-        truth = np.stack([model.frame(fr).means.numpy() for fr in range(FRAMES)])
+        truth = np.stack([model.frame(fr).surface.numpy() for fr in range(FRAMES)])
     assert np.abs(truth[1:] - centres).max() > 1e-2  # the field moves them
     np.testing.assert_allclose(moved, truth, atol=1e-5)
 
@@ -72,19 +66,21 @@ def test_weld_and_edges():
 
 
 def test_closest_rotations_match_svd():
-    g = torch.Generator().manual_seed(0)
-    S = torch.eye(3) + 0.5 * torch.randn(500, 3, 3, generator=g)
+    rng = np.random.default_rng(0)
+    S = np.eye(3) + 0.5 * rng.normal(size=(500, 3, 3))
     S[:50, :, 2] *= 1e-6  # rank-deficient, as for a flat one-ring
     R = closest_rotations(S)
-    U, _, Vh = torch.linalg.svd(S.double())
-    V = Vh.transpose(1, 2)
-    flip = torch.linalg.det(V @ U.transpose(1, 2)) < 0
-    V[flip, :, 2] *= -1
-    ref = (V @ U.transpose(1, 2)).float()
-    assert torch.allclose(torch.linalg.det(R), torch.ones(500), atol=1e-4)
+    U, _, Vh = np.linalg.svd(S)
+    V = Vh.transpose(0, 2, 1)
+    V[np.linalg.det(V @ U.transpose(0, 2, 1)) < 0, :, 2] *= -1
+    ref = V @ U.transpose(0, 2, 1)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-4)
+    np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), R.shape), atol=1e-4)
     # the best rotation maximises tr(R S); on rank-deficient S several can tie, so compare the objective
-    obj = lambda r: torch.einsum("nij,nji->n", r, S)  # noqa: E731
+    obj = lambda r: np.einsum("nij,nji->n", r, S)  # noqa: E731
     assert (obj(R) >= obj(ref) - 1e-3).all()
+    well = np.linalg.det(S) > 1e-3  # unique maximiser: the same rotation
+    np.testing.assert_allclose(R[well], ref[well], atol=1e-4)
 
 
 def test_arap_keeps_rigid_motion_and_removes_noise(sphere):
@@ -93,10 +89,121 @@ def test_arap_keeps_rigid_motion_and_removes_noise(sphere):
     R = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
     target = v @ R.T + np.array([0.2, -0.1, 0.05])
     solver = ArapSolver(v, f, weight=1.0)
-    np.testing.assert_allclose(solver.solve(target, 2), target, atol=1e-4)
+    np.testing.assert_allclose(solver.solve(target, 2), target, atol=2e-5)  # a rigid motion is its own ARAP solution
     noisy = target + 0.03 * np.random.default_rng(0).normal(size=target.shape)
     out = solver.solve(noisy, 3)
     assert np.linalg.norm(out - target, axis=1).mean() < 0.4 * np.linalg.norm(noisy - target, axis=1).mean()
+
+
+def svd_rotations(S: np.ndarray) -> np.ndarray:
+    """Reference rotations maximising tr(R S): V U^T of S = U Sigma V^T, reflection removed."""
+    U, _, Vh = np.linalg.svd(S)
+    V = Vh.transpose(0, 2, 1)
+    V[np.linalg.det(V @ U.transpose(0, 2, 1)) < 0, :, 2] *= -1
+    return V @ U.transpose(0, 2, 1)
+
+
+def directed_edges(faces: np.ndarray) -> np.ndarray:
+    e = {tuple(sorted(p)) for f in faces.tolist() for p in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0]))}
+    return np.array(sorted(e) + sorted((j, i) for i, j in e))
+
+
+def arap_energy(p: np.ndarray, rest: np.ndarray, faces: np.ndarray, targets: np.ndarray, weight: float) -> float:
+    """sum_i min_R_i sum_j |(p_i - p_j) - R_i (v_i - v_j)|^2 + weight |p - t|^2, edge by edge."""
+    e = directed_edges(faces)
+    dv, dp = rest[e[:, 0]] - rest[e[:, 1]], p[e[:, 0]] - p[e[:, 1]]
+    S = np.zeros((len(p), 3, 3))
+    np.add.at(S, e[:, 0], dv[:, :, None] * dp[:, None, :])
+    R = svd_rotations(S)
+    return float(((dp - np.einsum("eab,eb->ea", R[e[:, 0]], dv)) ** 2).sum() + weight * ((p - targets) ** 2).sum())
+
+
+def test_arap_steps_match_a_dense_reference():
+    """The local step's rotations and the global step's positions against a direct evaluation of the
+    same energy: covariances summed edge by edge, and the global step as one dense least-squares
+    problem over the stacked edge and target equations."""
+    m = trimesh.creation.icosphere(subdivisions=2, radius=0.8)
+    v, f = np.asarray(m.vertices), np.asarray(m.faces)
+    n, lam = len(v), 0.3
+    rng = np.random.default_rng(0)
+    target = v @ np.diag([1.2, 0.9, 1.0]) + 0.02 * rng.normal(size=v.shape)
+    solver = ArapSolver(v, f, weight=lam, tol=1e-7)
+    # local step: S_i = sum_j (v_i - v_j)(p_i - p_j)^T + w_i n_i n'_i^T, n area-weighted normals
+    e = directed_edges(f)
+    dv, dp = v[e[:, 0]] - v[e[:, 1]], target[e[:, 0]] - target[e[:, 1]]
+    S = np.zeros((n, 3, 3))
+    np.add.at(S, e[:, 0], dv[:, :, None] * dp[:, None, :])
+
+    def normals(x):
+        fn = np.cross(x[f[:, 1]] - x[f[:, 0]], x[f[:, 2]] - x[f[:, 0]])
+        vn = np.zeros_like(x)
+        for k in range(3):
+            np.add.at(vn, f[:, k], fn)
+        return vn / np.linalg.norm(vn, axis=1, keepdims=True)
+
+    w = np.bincount(e[:, 0], (dv**2).sum(1)) / np.bincount(e[:, 0])
+    S += w[:, None, None] * normals(v)[:, :, None] * normals(target)[:, None, :]
+    R = solver.rotations(target[:, None, :].astype(np.float32))[:, 0]
+    np.testing.assert_allclose(R, svd_rotations(S), atol=2e-4)
+    # global step for these rotations: rows p_i - p_j = R_i (v_i - v_j) and sqrt(lam) p_i = sqrt(lam) t_i
+    rows = np.zeros((len(e) + n, n))
+    rows[np.arange(len(e)), e[:, 0]], rows[np.arange(len(e)), e[:, 1]] = 1.0, -1.0
+    rows[len(e) + np.arange(n), np.arange(n)] = np.sqrt(lam)
+    rhs = np.concatenate([np.einsum("eab,eb->ea", R[e[:, 0]].astype(np.float64), dv), np.sqrt(lam) * target])
+    dense = np.linalg.lstsq(rows, rhs, rcond=None)[0]
+    b = solver.rhs(R[:, None], target[:, None, :].astype(np.float32))[:, 0]
+    ours = solver.global_step(np.ascontiguousarray(b.T), target.T.astype(np.float32).copy()).T
+    np.testing.assert_allclose(ours, dense, atol=1e-5)
+
+
+def test_arap_energy_decreases_and_frames_solve_independently(sphere):
+    v, f = sphere
+    rng = np.random.default_rng(1)
+    a = 0.5
+    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    frames = np.stack([v @ rot.T + 0.03 * rng.normal(size=v.shape), v * 1.1 + 0.03 * rng.normal(size=v.shape)])
+    solver = ArapSolver(v, f, weight=0.3, tol=1e-6)
+    energies = [arap_energy(frames[0], v, f, frames[0], 0.3)]
+    energies += [arap_energy(solver.solve(frames[0], k).astype(np.float64), v, f, frames[0], 0.3) for k in (1, 2, 4)]
+    assert all(later < earlier for earlier, later in zip(energies, energies[1:])), energies
+    assert energies[-1] < 0.5 * energies[0]
+    # two frames in one batch give each frame's own solution
+    together = solver.solve(frames, 2)
+    for k in range(2):
+        np.testing.assert_allclose(together[k], solver.solve(frames[k], 2), atol=1e-5)
+
+
+def test_arap_handles_loose_vertices_and_degenerate_faces(sphere):
+    """A vertex on no face has no ring to keep rigid: it follows its target; a zero-area face adds
+    nothing. Neither may turn the solve into NaNs."""
+    v, f = sphere
+    v2 = np.concatenate([v, [[2.0, 0.0, 0.0]]])
+    f2 = np.concatenate([f, [[0, 0, 1]]])
+    target = v2 + 0.01 * np.random.default_rng(0).normal(size=v2.shape)
+    out = ArapSolver(v2, f2, weight=0.3).solve(target, 2)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[-1], target[-1], atol=1e-6)
+
+
+def test_bind_targets_are_the_gaussians_rigid_motion(sphere):
+    """Against the blend written out: each of the k nearest Gaussians moves the point rigidly with
+    its own rotation and translation, weighted by inverse distance."""
+    v, f = sphere
+    model = moving_model(v, f, seed=2)
+    points = (0.95 * v[::7]).astype(np.float32)
+    ours = bind_targets(model, points, k=4)
+    from scipy.spatial import cKDTree
+
+    g0 = model.gaussians.means.detach().numpy()
+    dist, idx = cKDTree(g0).query(points, k=4)
+    w = (1 / dist) / (1 / dist).sum(1, keepdims=True)
+    with torch.no_grad():
+        for fr in range(FRAMES):
+            state = model.frame(fr)
+            moved = state.surface[idx] + quat_rotate(state.dq[idx], torch.as_tensor(points[:, None] - g0[idx]))
+            ref = (moved.numpy() * w[..., None]).sum(1)
+            np.testing.assert_allclose(ours[fr], ref, atol=2e-5)
+    assert np.abs(ours[1:] - points).max() > 2e-3  # it does move
 
 
 @pytest.mark.parametrize("method", ["bind", "field"])

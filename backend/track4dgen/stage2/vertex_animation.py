@@ -17,19 +17,19 @@ Two ways to get the motion of a vertex (``method``), both measured on the synthe
 Then a short as-rigid-as-possible solve on the mesh's own edges pulls the vertices toward those
 targets while keeping each one-ring close to a rotation of its rest shape (Sorkine & Alexa 2007,
 uniform edge weights, which unlike cotangent weights stay positive on bad triangles): noise in
-the field at the scale of one triangle would otherwise fold or tear the surface. The system matrix
-``L + lambda I`` is the same for every frame and iteration, so it is factorised once.
+the field at the scale of one triangle would otherwise fold or tear the surface (``ArapSolver``
+says how it stays fast).
 
 Coincident vertices (UV or normal seams of a glTF export) are welded first, so both copies of a
 seam vertex get one trajectory and the seam cannot open. Frame 0 is the input mesh exactly.
-Evaluation runs in vertex chunks and the solver's memory is linear in the vertex count, so a
-200k-vertex mesh takes seconds (benchmarks/bench_vertex_animation.py).
+Evaluation runs in vertex chunks and the solver works on batches of frames of at most
+``ARAP_VERTEX_FRAMES`` vertices x frames, so memory is linear in the vertex count: a 200k-vertex mesh
+x 16 frames takes ~5 s on one CPU core (benchmarks/bench_vertex_animation.py --big-only).
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from .deformation import quat_rotate
 from .model import Stage2Model
 
 METHODS = ("field", "bind")
+ARAP_VERTEX_FRAMES = 1 << 16  # vertices x frames per ARAP batch: cache-sized, measured fastest (bigger meshes go frame by frame)
 
 
 @dataclass
@@ -125,59 +126,100 @@ def field_targets(model: Stage2Model, points: np.ndarray, k: int = 8, chunk: int
 
 @torch.no_grad()
 def bind_targets(model: Stage2Model, points: np.ndarray, k: int = 8) -> np.ndarray:
-    """Positions [F, P, 3] of ``points`` carried by their k nearest Gaussians (``method="bind"``)."""
-    g0 = model.gaussians.means.detach().cpu().numpy()
-    idx, w = _knn_weights(points, g0, k)
-    offsets = torch.as_tensor(points[:, None, :] - g0[idx], dtype=torch.float32)  # [P, k, 3]
-    wt = torch.as_tensor(w)[..., None]
-    ii = torch.as_tensor(idx)
+    """Positions [F, P, 3] of ``points`` carried by their k nearest Gaussians (``method="bind"``).
+
+    Each neighbour g moves the point rigidly, ``mu_g + R_g (x - g_0)``; the blend
+    ``sum_g w_g (mu_g + R_g (x - g_0)) = (sum_g w_g R_g) x + sum_g w_g (mu_g - R_g g_0)`` is linear
+    in the per-Gaussian ``[R_g | mu_g - R_g g_0]``, so one sparse weight matrix [P, G] blends them for
+    every point at once (linear blend skinning) instead of rotating P x k offsets per frame.
+    Positions are taken about the Gaussians' centroid, so float32 keeps the object's own precision
+    wherever it sits.
+    """
+    g0 = model.gaussians.means.detach().cpu()
+    idx, w = _knn_weights(points, g0.numpy(), k)
+    centre = g0.mean(0)
+    g0, local = g0 - centre, points - centre.numpy()
+    blend = sp.csr_matrix((w.ravel(), idx.ravel(), np.arange(0, idx.size + 1, idx.shape[1])), shape=(len(points), len(g0)))
     out = np.empty((model.num_frames, len(points), 3), dtype=np.float32)
     out[0] = points
     anchor = model.anchor()  # D(x, 0) once for all frames
+    basis = torch.eye(3).expand(len(g0), 3, 3)
     for f in range(1, model.num_frames):
         state = model.frame(f, anchor)
-        mu, dq = state.surface.cpu()[ii], state.dq.cpu()[ii]  # [P, k, 3], [P, k, 4]
-        out[f] = ((mu + quat_rotate(dq, offsets)) * wt).sum(1).numpy()
+        rot = quat_rotate(state.dq.cpu()[:, None, :], basis).transpose(1, 2)  # [G, 3, 3]: column c is R e_c
+        shift = state.surface.cpu() - centre - (rot @ g0[:, :, None])[..., 0]
+        per_point = blend @ torch.cat([rot.reshape(-1, 9), shift], 1).numpy()  # [P, 12]
+        out[f] = np.einsum("pab,pb->pa", per_point[:, :9].reshape(-1, 3, 3), local) + per_point[:, 9:] + centre.numpy()
     return out
 
 
-def closest_rotations(S: torch.Tensor, iterations: int = 5) -> torch.Tensor:
-    """Rotations [N, 3, 3] maximising ``tr(R S)`` for ``S`` [N, 3, 3] (ARAP's ``R_i = V U^T`` for
+def _rolled(da: int, db: int) -> list[int]:
+    """Flat indices of ``X[(a + da) % 3, (b + db) % 3]`` for a, b in 0..2 (cofactor terms)."""
+    return [((a + da) % 3) * 3 + (b + db) % 3 for a in range(3) for b in range(3)]
+
+
+_COFACTOR = (_rolled(1, 1), _rolled(2, 2), _rolled(1, 2), _rolled(2, 1))
+
+
+def closest_rotations(S: np.ndarray, tol: float = 1e-4, max_steps: int = 8, chunk: int = 8192) -> np.ndarray:
+    """Rotations [..., 3, 3] maximising ``tr(R S)`` for ``S`` [..., 3, 3] (ARAP's ``R_i = V U^T`` for
     ``S_i = U Sigma V^T``: the orthogonal polar factor of ``S^T``).
 
-    Newton's polar iteration with Higham's scaling, ``X <- (g X + X^-T / g) / 2``, on batched 3x3
-    inverses: measured ~2.5x faster than a batched SVD on CPU, and a few steps suffice even for the
-    rank-2 ``S`` of a flat one-ring. The matrices it cannot handle (singular, not converged, or a
-    reflection) fall back to the SVD with the reflection removed.
+    Newton's polar iteration with Higham's scaling, ``X <- (g X + X^-T / g) / 2``, where ``X^-T`` is
+    the cofactor matrix over the determinant. The nine entries are nine rows of a [9, chunk] array
+    and a chunk fits in cache, so a step is ~15 vector operations: ~0.03 us per matrix and step, 5x
+    faster than batched 3x3 inverses and 10x faster than batched SVDs. A chunk stops once no matrix
+    in it changed by more than ``tol`` (convergence is quadratic, so the error left is ~tol^2, below
+    float32's resolution; 4-6 steps). Matrices it cannot handle (det(S) <= 0: singular or a
+    reflection; not converged) fall back to the SVD with the reflection removed.
     """
-    X = S.transpose(1, 2) / S.abs().amax((1, 2), keepdim=True).clamp_min(1e-30)
-    bad = torch.zeros(len(X), dtype=torch.bool, device=X.device)
-    for _ in range(iterations):
-        inv, info = torch.linalg.inv_ex(X)
-        bad |= info != 0
-        inv_t = inv.transpose(1, 2)
-        gamma = (inv_t.norm(dim=(1, 2)) / X.norm(dim=(1, 2)).clamp_min(1e-30)).sqrt()[:, None, None]
-        X = 0.5 * (gamma * X + inv_t / gamma)
-    eye = torch.eye(3, dtype=X.dtype, device=X.device)
-    bad |= ((X.transpose(1, 2) @ X - eye).abs().amax((1, 2)) > 1e-3) | (torch.linalg.det(X) < 0) | ~torch.isfinite(X).all(2).all(1)
-    if bool(bad.any()):
-        U, _, Vh = torch.linalg.svd(S[bad].double())
-        V = Vh.transpose(1, 2)
-        flip = torch.linalg.det(V @ U.transpose(1, 2)) < 0
-        V[flip, :, 2] *= -1
-        X[bad] = (V @ U.transpose(1, 2)).to(X.dtype)
-    return X
+    p1, p2, q1, q2 = _COFACTOR
+    flat = np.asarray(S, dtype=np.float32).reshape(-1, 3, 3)
+    out = np.empty_like(flat)
+    for s in range(0, len(flat), chunk):
+        Sc = flat[s : s + chunk]
+        X = Sc.transpose(2, 1, 0).reshape(9, -1)  # X = S^T, row-major entries over the chunk (a copy)
+        X /= np.maximum(np.abs(X).max(0), 1e-30)
+        for step in range(max_steps):
+            cof = X[p1] * X[p2]
+            cof -= X[q1] * X[q2]
+            det = np.einsum("ij,ij->j", X[:3], cof[:3])
+            if step == 0:  # singular or a reflection: the SVD below handles them, identity until then
+                bad = ~(det > 0)
+                X[:, bad] = cof[:, bad] = np.eye(3, dtype=X.dtype).reshape(9, 1)
+                det[bad] = 1.0
+            gamma = np.sqrt(np.sqrt(np.einsum("ij,ij->j", cof, cof) / np.einsum("ij,ij->j", X, X)) / np.abs(det))
+            new = X * (0.5 * gamma)
+            new += cof * (0.5 / (gamma * det))
+            change = np.abs(new - X).max(0)
+            X = new
+            if change.max() < tol:
+                break
+        bad |= ~(change < 1e-3)
+        R = X.reshape(3, 3, -1).transpose(2, 0, 1)
+        if bad.any():
+            U, _, Vh = np.linalg.svd(Sc[bad].astype(np.float64))
+            V = Vh.transpose(0, 2, 1)
+            V[np.linalg.det(V @ U.transpose(0, 2, 1)) < 0, :, 2] *= -1
+            R[bad] = V @ U.transpose(0, 2, 1)
+        out[s : s + chunk] = R
+    return out.reshape(np.shape(S))
 
 
 class ArapSolver:
     """ARAP with soft positional targets on a fixed rest mesh (uniform edge weights).
 
     Energy: ``sum_i sum_{j~i} |(p_i - p_j) - R_i (v_i - v_j)|^2 + lambda sum_i |p_i - t_i|^2``.
-    ``weight`` is lambda: large follows the targets, small stays rigid. Every per-vertex sum over
-    neighbours is a sparse adjacency product on ``[N, 3]``/``[N, 9]`` arrays (no per-edge
-    temporaries), and the linear system ``(2 L + lambda I) p = b`` is solved by Jacobi-
-    preconditioned conjugate gradients started at the current positions; with lambda > 0 it is
-    well conditioned, so memory and time stay linear in the vertex count. float32 throughout.
+    ``weight`` is lambda: large follows the targets, small stays rigid. Frames are solved together
+    and every per-vertex sum over neighbours is one sparse product over all of them (no per-edge
+    temporaries): the local step works on ``[N, C, 3]`` positions (adjacency products with 3C or 9C
+    columns), the global step ``(2 L + lambda I) p = b`` on rows ``[3C, N]``, one per frame and
+    coordinate, by Jacobi-preconditioned conjugate gradients started at the current positions. With
+    lambda > 0 that system is well conditioned whatever the mesh size (5-15 iterations to 1e-4), so
+    time and memory stay linear in the vertex count. A sparse LU factorised once (SuperLU, minimum
+    degree ordering) was measured at 200k vertices: 1.6 s to factorise, L and U hold 17x the
+    matrix's entries (290 MB, growing faster than linearly), and each right-hand side then takes
+    16-22 ms against CG's ~10 ms (benchmarks/RESULTS.md). float32.
 
     The one-ring covariance ``S_i`` of a flat region has rank 2, and its best rotation is then
     ambiguous up to a mirror about the surface (in float32 about half such vertices came out as
@@ -189,72 +231,101 @@ class ArapSolver:
     def __init__(self, rest: np.ndarray, faces: np.ndarray, weight: float, tol: float = 1e-4, max_cg: int = 100) -> None:
         if weight <= 0:
             raise ValueError(f"ARAP target weight must be > 0 (got {weight}); it anchors the solve")
-        self.rest = torch.as_tensor(np.asarray(rest), dtype=torch.float32)
-        n = len(self.rest)
-        self.faces = torch.as_tensor(np.asarray(faces), dtype=torch.long)
-        e = torch.as_tensor(mesh_edges(np.asarray(faces)), dtype=torch.long)
-        idx = torch.cat([e, e.flip(1)]).t()
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": used only for products here
-            warnings.simplefilter("ignore", UserWarning)
-            self.adj = torch.sparse_coo_tensor(idx, torch.ones(idx.shape[1]), (n, n)).coalesce().to_sparse_csr()
-        self.degree = torch.bincount(idx[0], minlength=n).float()
+        v = np.asarray(rest, dtype=np.float32)
+        n = len(v)
+        self.rest, self.faces = v, np.asarray(faces, dtype=np.int64)
+        e = mesh_edges(self.faces)
+        ones = np.ones(2 * len(e), dtype=np.float32)
+        self.adj = sp.csr_matrix((ones, (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n))
+        degree = np.diff(self.adj.indptr).astype(np.float32)
+        diag = 2.0 * degree + weight
+        self.system = (sp.diags(diag) - 2.0 * self.adj).tocsr().astype(np.float32)  # 2 L + lambda I
+        self.inv_diag = 1.0 / diag
         self.weight, self.tol, self.max_cg = float(weight), float(tol), int(max_cg)
-        self.diag = (2.0 * self.degree + self.weight)[:, None]
-        self.adj_rest = self.adj @ self.rest
-        self.lap_rest = self.degree[:, None] * self.rest - self.adj_rest  # sum_j (v_i - v_j)
-        sq = (self.rest[idx[0]] - self.rest[idx[1]]).pow(2).sum(1)
-        self.normal_weight = (torch.zeros(n).index_add_(0, idx[0], sq) / self.degree.clamp_min(1))[:, None, None]
-        self.rest_normals = self.normals(self.rest)
+        self.lap_rest = degree[:, None] * v - self.adj @ v  # sum_j (v_i - v_j)
+        fc, nf = self.faces, len(self.faces)
+        rows, unit = np.r_[np.arange(nf), np.arange(nf)], np.r_[np.ones(nf), -np.ones(nf)].astype(np.float32)
+        # face edges p_1 - p_0 and p_2 - p_0, and the sum over each vertex's faces, as sparse products
+        self.face_edges = [sp.csr_matrix((unit, (rows, np.r_[fc[:, k], fc[:, 0]])), shape=(nf, n)) for k in (1, 2)]
+        self.vertex_faces = sp.csr_matrix((np.ones(3 * nf, np.float32), (fc.ravel(), np.repeat(np.arange(nf), 3))), shape=(n, nf))
+        sq = ((v[e[:, 0]] - v[e[:, 1]]) ** 2).sum(1)
+        mean_sq = (np.bincount(e[:, 0], sq, n) + np.bincount(e[:, 1], sq, n)) / np.maximum(degree, 1)
+        normal_rest = mean_sq.astype(np.float32)[:, None] * self.normals(v[:, None, :])[:, 0]  # w_i n_i
+        self.ring_rest = np.stack([self.lap_rest, -v, normal_rest], 2)  # [N, 3, 3], columns as named in rotations()
 
-    def normals(self, p: torch.Tensor) -> torch.Tensor:
-        """Area-weighted unit vertex normals [N, 3] of the mesh at positions ``p``."""
-        f = self.faces
-        fn = torch.linalg.cross(p[f[:, 1]] - p[f[:, 0]], p[f[:, 2]] - p[f[:, 0]], dim=1)
-        vn = torch.zeros_like(p).index_add_(0, f.reshape(-1), fn.repeat_interleave(3, 0))
-        return vn / vn.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    def normals(self, p: np.ndarray) -> np.ndarray:
+        """Area-weighted unit vertex normals [N, C, 3] of the mesh at positions ``p`` [N, C, 3]."""
+        n, c = p.shape[:2]
+        a, b = ((d @ p.reshape(n, -1)).reshape(-1, c, 3) for d in self.face_edges)
+        fn = np.stack([a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1], a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
+                       a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], -1)
+        vn = (self.vertex_faces @ fn.reshape(len(fn), -1)).reshape(p.shape)
+        return vn / np.sqrt(np.maximum(np.einsum("nci,nci->nc", vn, vn), 1e-30))[..., None]
 
-    def _apply(self, p: torch.Tensor) -> torch.Tensor:
-        return self.diag * p - 2.0 * (self.adj @ p)
+    def rotations(self, p: np.ndarray) -> np.ndarray:
+        """Local step: each one-ring's best rotation [N, C, 3, 3] at positions ``p`` [N, C, 3]."""
+        n, c = p.shape[:2]
+        # S_i = sum_j (v_i - v_j)(p_i - p_j)^T + w_i n_i n'_i^T
+        #     = sum_j v_j p_j^T + [lap_rest_i, -v_i, w_i n_i] @ [p_i, sum_j p_j, n'_i]^T,
+        # built as [N, 3, C x 3] (all frames in one product per vertex), then [N, C, 3, 3]
+        flat = p.reshape(n, 1, -1)
+        S = (self.adj @ (self.rest[:, :, None] * flat).reshape(n, -1)).reshape(n, 3, -1)
+        S += self.ring_rest @ np.concatenate([flat, (self.adj @ p.reshape(n, -1))[:, None], self.normals(p).reshape(n, 1, -1)], 1)
+        return closest_rotations(S.reshape(n, 3, c, 3).transpose(0, 2, 1, 3))
 
-    def _cg(self, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        r = b - self._apply(x)
-        z = r / self.diag
-        d = z.clone()
-        rz = (r * z).sum(0)
-        stop = self.tol * b.norm(dim=0).clamp_min(1e-30)
+    def rhs(self, R: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """``b_i = sum_j (R_i + R_j)(v_i - v_j) + lambda t_i`` [N, C, 3] for rotations ``R`` [N, C, 3, 3]."""
+        n, c = targets.shape[:2]
+        sum_r = (self.adj @ R.reshape(n, -1)).reshape(n, c, 3, 3)
+        rv = np.einsum("ncab,nb->nca", R, self.rest)
+        b = np.einsum("ncab,nb->nca", R, self.lap_rest) + np.einsum("ncab,nb->nca", sum_r, self.rest)
+        b -= (self.adj @ rv.reshape(n, -1)).reshape(n, c, 3)
+        b += self.weight * targets
+        return b
+
+    def global_step(self, b: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Solve ``(2 L + lambda I) x = b`` for ``b`` [K, N] (K independent right-hand sides) by
+        Jacobi-preconditioned CG from ``x``, each to a residual of ``tol`` times its ``|b|``.
+        One row per right-hand side: every vector operation runs over contiguous vertices."""
+
+        def product(y: np.ndarray) -> np.ndarray:
+            return np.stack([self.system @ row for row in y])
+
+        def dot(y: np.ndarray, z: np.ndarray) -> np.ndarray:
+            return np.einsum("kn,kn->k", y, z)[:, None]
+
+        x = x.copy()
+        r = b - product(x)
+        z = r * self.inv_diag
+        d = z.copy()
+        rz = dot(r, z)
+        stop = (self.tol**2) * dot(b, b)
         for _ in range(self.max_cg):
-            if bool((r.norm(dim=0) <= stop).all()):
+            if (dot(r, r) <= stop).all():
                 break
-            Ad = self._apply(d)
-            alpha = rz / (d * Ad).sum(0).clamp_min(1e-30)
-            x = x + alpha * d
-            r = r - alpha * Ad
-            z = r / self.diag
-            rz_new = (r * z).sum(0)
-            d = z + (rz_new / rz.clamp_min(1e-30)) * d
+            Ad = product(d)
+            alpha = rz / np.maximum(dot(d, Ad), 1e-30)
+            x += alpha * d
+            r -= alpha * Ad
+            np.multiply(r, self.inv_diag, out=z)
+            rz_new = dot(r, z)
+            d *= rz_new / np.maximum(rz, 1e-30)
+            d += z
             rz = rz_new
         return x
 
-    @torch.no_grad()
     def solve(self, targets: np.ndarray, iterations: int = 2) -> np.ndarray:
-        """Positions [N, 3] near ``targets`` [N, 3]; starts from the targets."""
-        t = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
-        v, adj, deg = self.rest, self.adj, self.degree[:, None, None]
-        n = len(v)
-        p = t.clone()
+        """Positions near ``targets`` ([N, 3], or [C, N, 3] for C frames solved together), same shape;
+        starts from the targets."""
+        t = np.asarray(targets, dtype=np.float32)
+        frames = t.reshape(-1, *t.shape[-2:])  # [C, N, 3]
+        c, n = frames.shape[:2]
+        goal = p = np.ascontiguousarray(frames.transpose(1, 0, 2))  # [N, C, 3]; the global step works on rows [3C, N]
         for _ in range(iterations):
-            # S_i = sum_j (v_i - v_j)(p_i - p_j)^T, expanded into adjacency products
-            vp = v[:, :, None] * p[:, None, :]
-            S = deg * vp + (adj @ vp.reshape(n, 9)).reshape(n, 3, 3)
-            S -= v[:, :, None] * (adj @ p)[:, None, :] + self.adj_rest[:, :, None] * p[:, None, :]
-            S += self.normal_weight * self.rest_normals[:, :, None] * self.normals(p)[:, None, :]
-            R = closest_rotations(S)
-            # b_i = sum_j (R_i + R_j)(v_i - v_j) + lambda t_i
-            sum_r = (adj @ R.reshape(n, 9)).reshape(n, 3, 3)
-            rv = (R @ v[:, :, None])[..., 0]
-            rhs = (R @ self.lap_rest[:, :, None])[..., 0] + (sum_r @ v[:, :, None])[..., 0] - adj @ rv
-            p = self._cg(rhs + self.weight * t, p)
-        return p.numpy()
+            b = self.rhs(self.rotations(p), goal)
+            x = self.global_step(b.reshape(n, -1).T.copy(), p.reshape(n, -1).T.copy())
+            p = np.ascontiguousarray(x.T).reshape(n, c, 3)
+        return p.transpose(1, 0, 2).reshape(t.shape)
 
 
 def vertex_trajectories(
@@ -284,15 +355,14 @@ def vertex_trajectories(
     positions = targets
     if arap_iterations > 0 and model.num_frames > 1:
         solver = ArapSolver(unique, inverse[f], arap_weight)
-        positions = np.empty_like(targets)
-        positions[0] = pts
-        for fr in range(1, model.num_frames):
-            positions[fr] = solver.solve(targets[fr], arap_iterations)
+        step = max(1, ARAP_VERTEX_FRAMES // len(pts))  # frames solved together (small meshes only)
+        for fr in range(1, model.num_frames, step):  # in place: each batch's targets are read before written
+            positions[fr : fr + step] = solver.solve(targets[fr : fr + step], arap_iterations)
     timings["arap_s"] = time.perf_counter() - t1
     out = positions[:, inverse]
     out[0] = v  # frame 0 is the input mesh, bit for bit
     timings["total_s"] = time.perf_counter() - t0
-    return VertexAnimation(out.astype(np.float32), float(fps), method, timings)
+    return VertexAnimation(out.astype(np.float32, copy=False), float(fps), method, timings)
 
 
 def write_mesh_animation_npz(path: str | Path, anim: VertexAnimation, faces: np.ndarray) -> Path:
