@@ -78,7 +78,7 @@ def test_frozen_canonical_shape_stops_learning_once_motion_starts_and_colour_kee
     cfg, data, model = build(job, videos, freeze_canonical=True)
     trainer = Trainer(model, data, cfg)
     g = model.gaussians
-    snap = lambda: [t.detach().clone() for t in (g.means, g.log_scales, g.opacity_logit, g.quats, g.sh4d)]  # noqa: E731
+    snap = lambda: [t.detach().clone() for t in (g.means, g.log_scales, g.opacity_logit, g.quats, g.surface_offset, g.sh4d)]  # noqa: E731
     before = snap()
     trainer.step(0)  # frame 0 alone: the canonical Gaussians fit
     warm = snap()
@@ -87,9 +87,9 @@ def test_frozen_canonical_shape_stops_learning_once_motion_starts_and_colour_kee
     for it in range(first_motion, first_motion + 3):
         trainer.step(it)
     after = snap()
-    for a, b in zip(after[:4], warm):
-        assert torch.equal(a, b)  # means, scales, opacity, rotations held
-    assert not torch.equal(after[4], warm[4])  # the 4D SH colour is still fitted
+    for a, b in zip(after[:5], warm):
+        assert torch.equal(a, b)  # means, scales, opacity, rotations, rendered offsets held
+    assert not torch.equal(after[5], warm[5])  # the 4D SH colour is still fitted
 
 
 def test_frame_zero_deformation_is_evaluated_once_per_step(tiny_job):

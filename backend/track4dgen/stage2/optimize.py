@@ -238,7 +238,7 @@ class Trainer:
         loss.backward()
         self._set_lrs(iteration)
         self.optimizer.step()
-        if cfg.means_on_surface:
+        if cfg.means_on_surface and not canonical_frozen(iteration, cfg, self.data.num_frames):
             self.keep_on_surface()
         self.last = out
         return out
