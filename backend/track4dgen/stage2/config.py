@@ -86,7 +86,7 @@ class Stage2Config:
     # --- mesh animation written next to the Gaussians (issue 14, stage2/vertex_animation.py):
     # how the input mesh's vertices follow the fitted field, and the ARAP clean-up on its edges
     vertex_motion: str = "bind"  # "bind": the 8 nearest Gaussians carry each vertex; "field": the field evaluated at it
-    vertex_arap_weight: float = 0.3  # lambda of the ARAP solve: larger follows the field, smaller stays rigid
+    vertex_arap_weight: float = 1.0  # lambda of the ARAP solve: larger follows the field, smaller stays rigid (DESIGN.md)
     vertex_arap_iters: int = 2  # local/global ARAP iterations per frame; 0 = the field's positions as they are
     write_frame_plys: bool = True  # ply/frame_{f:03d}.ply, standard 3DGS files for splat viewers
 
