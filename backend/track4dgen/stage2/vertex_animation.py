@@ -334,7 +334,7 @@ def vertex_trajectories(
     faces: np.ndarray,
     fps: float,
     method: str = "bind",
-    arap_weight: float = 0.3,
+    arap_weight: float = 1.0,
     arap_iterations: int = 2,
     k: int = 8,
 ) -> VertexAnimation:
