@@ -178,3 +178,42 @@ def test_noisy_tracks_keep_the_queries_and_perturb_later_frames():
     assert np.array_equal(nt[:, 0], t[:, 0]) and nv[:, 0].all()
     assert 0.5 < float(np.median(np.abs(nt[:, 1:]))) < 1.0 and 0.03 < 1 - nv[:, 1:].mean() < 0.2
     assert t.max() == 0.0  # the input is not modified
+
+
+def test_synthetic_job_tracks_npz_reaches_stage_two(tmp_path):
+    from track4dgen.job import ProgressReporter, load_job
+    from track4dgen.runner import job_tracks
+    from track4dgen.stage2.run import run_stage2
+    from track4dgen.synthetic import load_gt, load_videos, write_job
+    from track4dgen.synthetic.degrade import PRESETS
+
+    tiny = {"num_gaussians": 150, "iters_rec": 3, "iters_sds": 0, "hexplane_resolution": [8, 8, 4], "hexplane_dim": 4,
+            "head_hidden": 8, "checkpoint_every": 0, "write_frame_plys": False, "batch_images": 16}
+    root = write_job("waving_arm", tmp_path / "job", resolution=24, frames=4, stage2_overrides=tiny, num_points=64,
+                     tracks="oracle", degrade=PRESETS["under"])
+    job = load_job(root)
+    videos = load_videos(root, frames=4)
+    tracks, vis = job_tracks(job, videos)
+    gt = load_gt(root)
+    assert tracks.shape == gt.tracks.shape and torch.equal(tracks[:, 0], torch.from_numpy(gt.tracks[:, 0]))
+    moved = (torch.from_numpy(gt.tracks[1, 1:]) - gt.tracks[1, :1]).norm(dim=-1)
+    told = (tracks[1, 1:] - tracks[1, :1]).norm(dim=-1)
+    ratio = (told / moved)[moved > 0.5]  # the under-animated view's tracks follow its video (scale 0.6)
+    assert len(ratio) > 5 and 0.5 < float(ratio.median()) < 0.7
+    torch.testing.assert_close(tracks[0], torch.from_numpy(gt.tracks[0]))  # the other views: the true motion
+    metrics = run_stage2(job, videos, None, ProgressReporter(sink=lambda e: None), tmp_path / "out", tracks=(tracks, vis))
+    assert metrics["tracks_used"] and metrics["final_losses"]["track"] > 0
+
+
+def test_a_requested_tracker_without_weights_is_an_error_naming_the_download(monkeypatch):
+    import huggingface_hub.constants as hub
+
+    from track4dgen.stage2.tracks import track_videos
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", "/nonexistent-hub-cache")  # the hub boundary: nothing cached
+    videos = np.zeros((4, 3, 16, 16, 4), np.float32)
+    videos[..., 4:12, 4:12, 3] = 1.0
+    with pytest.raises(JobError, match="cotracker3") as err:
+        track_videos(videos, "cotracker3", 4)
+    assert err.value.code == "missing_weights" and "huggingface-cli download" in err.value.hint

@@ -114,3 +114,27 @@ def noisy_tracks(tracks: np.ndarray, visibility: np.ndarray, sigma_px: float = 1
     flip = rng.random(vis[:, 1:].shape) < flip_frac
     vis[:, 1:] ^= flip
     return t, vis
+
+
+def track_videos(videos: np.ndarray, tracker: str, grid: int, background: tuple[float, ...] = (1.0, 1.0, 1.0),
+                 device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Track a ``grid`` x ``grid`` query grid on frame 0's object mask through every view of
+    ``videos`` [V, F, H, W, 4] (straight alpha) with tracker ``tracker`` (``tracking.make_tracker``).
+    Returns (tracks [V, F, Q, 2], visibility [V, F, Q]); grid points off the mask are never visible.
+
+    Missing weights are a ``JobError`` naming the download: the job asked for tracks explicitly, so
+    fitting without them silently would not be what was asked for."""
+    from ..tracking import grid_queries, make_tracker
+
+    try:
+        trk = make_tracker(tracker, device=device)
+    except (FileNotFoundError, ImportError) as exc:
+        raise JobError("missing_weights", f"stage2.tracker {tracker!r} cannot load: {exc}",
+                       "Run `huggingface-cli download facebook/cotracker3 scaled_offline.pth` (CC-BY-NC 4.0), "
+                       "or set \"tracker\": \"none\" in job.json's stage2.") from exc
+    vids = np.asarray(videos, dtype=np.float32)
+    alpha = vids[..., 3:4]
+    rgb = vids[..., :3] * alpha + np.asarray(background, dtype=np.float32) * (1.0 - alpha)
+    queries, valid = grid_queries(vids[:, 0, ..., 3], grid)
+    result = trk.track(rgb, queries)
+    return result.tracks, result.visibility & valid[:, None, :]
