@@ -15,11 +15,13 @@ Every object is written as a Stage-Two-only job (4 views x 16 frames), run throu
 exact ground truth with ``track4dgen.eval.cli.evaluate_gt``: PSNR on the 4 training views (against
 the given, possibly degraded, videos) and the 4 held-out views (exact renders), the 3D centre error
 and motion error (% of the bbox diagonal) next to the no-motion baseline, and the 2D track error.
-Each run is its own process (peak memory is
+``--tracks oracle|noisy`` writes the exact (or tracker-like degraded) 2D tracks of each job's videos as
+its ``tracks.npz``, so Stage Two adds its track term (stage2/tracks.py; ``--w-track`` sets its weight);
+rows are labelled with the mode. Each run is its own process (peak memory is
 its own); ``--json`` is rewritten after every row, so a long run can be read while it goes.
 
     python benchmarks/bench_stage2.py [--regime R] [--presets generated]
-        [--objects a,b] [--iters N] [--quick] [--full] [--json PATH]
+        [--objects a,b] [--iters N] [--tracks none|oracle|noisy] [--w-track W] [--quick] [--full] [--json PATH]
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def settings(args: argparse.Namespace) -> dict:
     stage2 = {**SYNTHETIC_64_OVERRIDES, "checkpoint_every": 0}
     if args.iters:
         stage2.update(iters_rec=args.iters, iters_sds=args.iters_sds or 0)
+    if args.w_track is not None:
+        stage2["w_track"] = args.w_track
     return {"resolution": args.resolution or 64, "stage2": stage2}
 
 
@@ -76,7 +80,7 @@ def default_objects(regime: str, presets: list[str]) -> list[str]:
     return [list_heldout()[0]]  # realjob
 
 
-def run_one(name: str, resolution: int, stage2: dict, work: Path) -> dict:
+def run_one(name: str, resolution: int, stage2: dict, work: Path, tracks: str = "none") -> dict:
     """Write, run and score one object (called in a child process). ``name`` may carry a
     degradation preset as ``object+preset``."""
     from track4dgen.eval.cli import evaluate_gt
@@ -87,13 +91,13 @@ def run_one(name: str, resolution: int, stage2: dict, work: Path) -> dict:
 
     obj, _, preset = name.partition("+")
     job_dir = write_job(obj, work / name / "job", resolution=resolution, frames=16, stage2_overrides=stage2,
-                        degrade=PRESETS[preset] if preset else None)
+                        degrade=PRESETS[preset] if preset else None, tracks=tracks)
     t0 = time.perf_counter()
     metrics = run_job(load_job(job_dir), work / name / "result", ProgressReporter(stream=io.StringIO()))
     wall = time.perf_counter() - t0
     scores = evaluate_gt(work / name / "result", job_dir, device="cpu")
-    row = {"name": name, **{k: scores[k] for k in COLUMNS if k in scores}}
-    row.update({"it_per_s": metrics.get("it_per_s"), "wall_s": round(wall, 1), "peak_mem_mb": metrics.get("peak_mem_mb"),
+    row = {"name": name if tracks == "none" else f"{name} [tracks {tracks}]", **{k: scores[k] for k in COLUMNS if k in scores}}
+    row.update({"tracks": tracks, "tracks_used": metrics.get("tracks_used"), "it_per_s": metrics.get("it_per_s"), "wall_s": round(wall, 1), "peak_mem_mb": metrics.get("peak_mem_mb"),
                 "device": metrics.get("device"), "iterations": metrics.get("iterations")})
     return row
 
@@ -173,14 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--objects", default=None, help="comma-separated names (default: the regime's set)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--tracks", choices=("none", "oracle", "noisy"), default="none",
+                   help="write the videos' 2D tracks (exact, or degraded like a tracker's) into each job: Stage Two's track term")
+    p.add_argument("--w-track", type=float, default=None, help="weight of the track term (default: the config's)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child-process mode
     p.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cfg = settings(args)
 
     if args.one:
-        runner = run_realjob if args.regime == "realjob" else run_one
-        row = runner(args.one, cfg["resolution"], cfg["stage2"], args.work)
+        row = run_one(args.one, cfg["resolution"], cfg["stage2"], args.work, args.tracks) if args.regime != "realjob" else \
+            run_realjob(args.one, cfg["resolution"], cfg["stage2"], args.work)
         print("ROW " + json.dumps({**row, "regime": args.regime}))
         return 0
 
@@ -192,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             cmd = [sys.executable, __file__, "--one", name, "--regime", args.regime, "--work", tmp, "--iters", str(args.iters)]
             cmd += ["--iters-sds", str(args.iters_sds)] if args.iters_sds is not None else []
+            cmd += ["--tracks", args.tracks] + (["--w-track", str(args.w_track)] if args.w_track is not None else [])
             cmd += ["--quick"] if args.quick else []
             cmd += ["--full"] if args.full else []
             cmd += ["--resolution", str(args.resolution)] if args.resolution else []
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 device = rows[0].get("device")
-                args.json.write_text(json.dumps({"device": device, "regime": args.regime, "config": cfg, "objects": rows}, indent=1))
+                args.json.write_text(json.dumps({"device": device, "regime": args.regime, "tracks": args.tracks, "config": cfg, "objects": rows}, indent=1))
     print(format_table(rows))
     return 0
 

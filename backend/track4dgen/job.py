@@ -101,6 +101,11 @@ class Job:
     def features_path(self) -> Path:
         return self.root / "features.npz"
 
+    @property
+    def tracks_path(self) -> Path:
+        """Optional 2D tracks of the given videos (format: track4dgen.stage2.tracks)."""
+        return self.root / "tracks.npz"
+
     def view_path(self, k: int) -> Path:
         return self.root / "views" / f"{k}.png"
 

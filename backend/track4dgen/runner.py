@@ -38,6 +38,20 @@ def load_given_features(job: Job) -> np.ndarray | None:
         return np.asarray(z["features"], dtype=np.float32)
 
 
+def job_tracks(job: Job, videos: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The videos' 2D tracks for Stage Two's track term: the job's ``tracks.npz`` when given, else
+    the ``stage2.tracker``'s tracks of ``videos`` (None when neither is asked for)."""
+    from .stage2.config import Stage2Config
+    from .stage2.tracks import load_tracks_npz, track_videos
+
+    if job.has_videos and job.tracks_path.exists():  # tracks of generated videos cannot be given in advance
+        return load_tracks_npz(job.tracks_path, job.spec.views, job.spec.frames)
+    cfg = Stage2Config.from_overrides(job.spec.stage2)
+    if cfg.tracker == "none" or cfg.w_track <= 0:
+        return None
+    return track_videos(videos, cfg.tracker, cfg.track_grid, tuple(cfg.background))
+
+
 def _device_name() -> str:
     import torch
 
@@ -92,7 +106,8 @@ def run_job(job: Job, out_dir: Path, reporter: ProgressReporter, checkpoint_dir:
             for k in range(stage1_videos.shape[0]):
                 write_mp4(tmp / "videos" / f"stage1_view{k}.mp4", composite(stage1_videos[k], bg))
         t0 = time.perf_counter()
-        metrics = run_stage2(job, videos, features, reporter, tmp, sds_fn=sds_fn, checkpoint_dir=checkpoint_dir)
+        tracks = job_tracks(job, videos)
+        metrics = run_stage2(job, videos, features, reporter, tmp, sds_fn=sds_fn, checkpoint_dir=checkpoint_dir, tracks=tracks)
         timings["stage2_s"] = round(time.perf_counter() - t0, 2)
         metrics = dict(metrics or {})
         metrics.setdefault("timings", {}).update(timings)

@@ -72,6 +72,18 @@ class Stage2Config:
     # (stage2/mesh_silhouettes.py); 0 = off
     w_silhouette: float = 0.0
     silhouette_offsets_deg: list[float] = field(default_factory=lambda: [22.5, 67.5])
+    # 2D point tracks of the videos (stage2/tracks.py, losses.track_loss): used only when the job has
+    # tracks (a given tracks.npz, or ``tracker``); weight of the robust track term (30: chosen on the
+    # tuning objects with tracker-like noisy tracks, 10..300 swept; 100+ follows track noise on slow
+    # parts, benchmarks/RESULTS.md "2D-track loss"), the query points each Gaussian follows and how far
+    # (px at the training resolution) they may be from it
+    w_track: float = 30.0
+    track_k: int = 3
+    track_radius_px: float = 3.0
+    # track the videos with this tracker before fitting ("cotracker3" needs its weights; "none" = only a
+    # given tracks.npz); ``track_grid`` x ``track_grid`` query points per view on frame 0's mask
+    tracker: str = "none"
+    track_grid: int = 32
     lr_final_ratio: float = 0.1  # HexPlane/heads/means lr decay exponentially to this fraction
     # background the videos were composited on (RGB in [0, 1]); renders use the same
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])

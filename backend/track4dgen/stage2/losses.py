@@ -1,6 +1,7 @@
 """Stage Two losses: masked reconstruction, ARAP rigidity, and the 4D-SDS hook (paper §3.3).
 
-L = w_rec * L_rec + w_sds * L_sds + w_arap * L_arap (defaults 100 / 0.01 / 10).
+L = w_rec * L_rec + w_sds * L_sds + w_arap * L_arap (defaults 100 / 0.01 / 10), plus
+w_track * L_track when the videos come with 2D point tracks (``track_loss``, stage2/tracks.py).
 """
 
 from __future__ import annotations
@@ -128,6 +129,41 @@ def arap_loss(
         dot = (dq_t[idx][:, None, :] * dq_t[nb]).sum(-1).abs().clamp_max(1.0)
         loss = loss + (1.0 - dot).mean()
     return loss
+
+
+def track_loss(
+    surface_t: torch.Tensor,
+    surface_0: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    displacement: torch.Tensor,
+    valid: torch.Tensor,
+    size: tuple[int, int],
+    eps: float = 0.01,
+) -> torch.Tensor:
+    """Robust 2D-track term of one frame in C views: the mean over views (with any valid Gaussian)
+    of the mean Charbonnier penalty ``sqrt(|r|^2 + eps^2) - eps`` on the residual
+    ``r = (proj(surface_t) - proj(surface_0)) - displacement``, in pixels divided by the longer
+    image side (``eps`` 0.01 = 0.64 px at 64 px: quadratic below, L1-like and outlier-tolerant above).
+
+    ``surface_t``/``surface_0`` [N, 3] the tracked surface points at t and in the canonical pose
+    (``surface_0`` gets no gradient: the term constrains motion, not the canonical shape, which may
+    slide along the mesh); ``viewmats`` [C, 4, 4], ``Ks`` [C, 3, 3]; ``displacement`` [C, N, 2]
+    target pixels and ``valid`` [C, N] from ``tracks.associate_tracks``."""
+    from .diffusion_features import project_to_pixels
+
+    u, v, _ = project_to_pixels(surface_t, Ks, viewmats)
+    with torch.no_grad():
+        u0, v0, _ = project_to_pixels(surface_0.detach(), Ks, viewmats)
+    r = (torch.stack([u - u0, v - v0], dim=-1) - displacement) / float(max(size))
+    pen = (r.pow(2).sum(-1) + eps * eps).sqrt() - eps  # [C, N]
+    w = valid.float()
+    count = w.sum(-1)
+    per_view = (pen * w).sum(-1) / count.clamp_min(1.0)
+    used = count > 0
+    if not bool(used.any()):
+        return surface_t.sum() * 0.0
+    return per_view[used].mean()
 
 
 def sds_loss(sds_fn: SdsFn | None, renders: torch.Tensor, cameras=None) -> torch.Tensor | None:

@@ -10,8 +10,9 @@ Phase 2 (``iters_sds``): every frame; reconstruction + ARAP + 4D-SDS (when Stage
 
 Beyond the paper (off by default, see ``config.SYNTHETIC_64_OVERRIDES``): blurred-image terms
 (``rec_pyramid_levels``), canonical centres held on the mesh (``means_on_surface``), frame 0
-fitted to the mesh's silhouette in extra cameras (``w_silhouette``), and an exponential decay of
-the field's and the means' learning rates (``lr_final_ratio``, on).
+fitted to the mesh's silhouette in extra cameras (``w_silhouette``), 2D point tracks of the videos
+as a long-range motion target (``w_track``, only when ``TrainData.tracks`` is set, stage2/tracks.py)
+and an exponential decay of the field's and the means' learning rates (``lr_final_ratio``, on).
 
 Every iteration is reproducible from (seed, iteration) alone, which is what makes resuming from
 a checkpoint continue exactly the same run.
@@ -28,9 +29,10 @@ import torch
 from ..job import ProgressReporter, finite_or_raise
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Stage2Config
-from .losses import SdsFn, arap_loss, knn_indices, reconstruction_loss
+from .losses import SdsFn, arap_loss, knn_indices, reconstruction_loss, track_loss
 from .model import Anchor, FrameGaussians, Stage2Model
 from .sds_cameras import random_view_sds
+from .tracks import TrackTargets
 
 RenderFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -53,6 +55,8 @@ class TrainData:
     silhouettes: torch.Tensor | None = None  # [M, H, W] coverage in [0, 1]
     silhouette_viewmats: torch.Tensor | None = None  # [M, 4, 4]
     silhouette_Ks: torch.Tensor | None = None  # [M, 3, 3]
+    # optional 2D-track targets of the Gaussians (stage2/tracks.py); the track term runs only with them
+    tracks: TrackTargets | None = None
 
     @property
     def num_views(self) -> int:
@@ -73,7 +77,8 @@ class TrainData:
     def to(self, device: torch.device) -> "TrainData":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return TrainData(self.images.to(device), self.viewmats.to(device), self.Ks.to(device), self.background.to(device),
-                         move(self.silhouettes), move(self.silhouette_viewmats), move(self.silhouette_Ks))
+                         move(self.silhouettes), move(self.silhouette_viewmats), move(self.silhouette_Ks),
+                         None if self.tracks is None else self.tracks.to(device))
 
 
 def render_frame(
@@ -197,12 +202,14 @@ class Trainer:
         groups = self.batch(iteration)
         phase2 = iteration >= cfg.iters_rec
         use_arap = cfg.w_arap > 0
+        use_track = cfg.w_track > 0 and data.tracks is not None
         gen = torch.Generator().manual_seed(self.seed * 7_919 + iteration)
         n = self.model.gaussians.num
         samples = torch.randperm(n, generator=gen)[: min(cfg.arap_samples, n)].to(self.canon_means0.device)
         # D(x, 0): once per step, shared by every frame below (frame 0 alone needs none)
         anchor = self.model.anchor() if any(f > 0 for f in groups) else None
         rec_total, arap_total, n_img = 0.0, 0.0, 0
+        track_sum, n_track = torch.zeros((), device=data.images.device), 0
         loss = torch.zeros((), device=data.images.device)
         stats = {"rec_rgb": 0.0, "rec_mask": 0.0}
         for frame, views in groups.items():
@@ -218,10 +225,20 @@ class Trainer:
                 ar = arap_loss(self.model.gaussians.means, state.surface, self.neighbours, samples, cfg.arap_relative, state.dq)
                 loss = loss + cfg.w_arap * ar * weight
                 arap_total += float(ar.detach()) * weight
+            if use_track and frame > 0:
+                vi = torch.as_tensor(views, device=data.viewmats.device)
+                tr = track_loss(state.surface, self.model.gaussians.means, data.viewmats[vi], data.Ks[vi],
+                                data.tracks.displacement[vi, frame], data.tracks.valid[vi, frame], data.size)
+                track_sum = track_sum + tr * weight
+                n_track += weight
         loss = loss / n_img
+        if n_track:  # mean over the batch's (view, frame > 0) pairs
+            loss = loss + cfg.w_track * track_sum / n_track
         out = {"rec": rec_total / n_img, **{k: v / n_img for k, v in stats.items()}}
         if use_arap:
             out["arap"] = arap_total / n_img
+        if n_track:
+            out["track"] = float(track_sum.detach()) / n_track
         if phase2 and self.sds_fn is not None:  # 4D-SDS from a random orbit (stage2/sds_cameras.py)
             render_sds = lambda f, viewmats, Ks: self._render_for_sds(f, viewmats, Ks, anchor)  # noqa: E731
             sds, _ = random_view_sds(self.sds_fn, render_sds, data.num_views, data.num_frames, data.size,

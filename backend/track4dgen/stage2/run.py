@@ -1,6 +1,6 @@
 """Stage Two entry point: multi-view videos (+ optional diffusion features) -> animated 4D Gaussians.
 
-``run_stage2(job, videos, features, reporter, out_dir, sds_fn=None, checkpoint_dir=None)``
+``run_stage2(job, videos, features, reporter, out_dir, sds_fn=None, checkpoint_dir=None, tracks=None)``
 writes ``gaussians4d.npz``, the animated input mesh (``mesh_animation.npz``, ``animated.glb``),
 ``ply/frame_{f:03d}.ply``, ``videos/render_view{k}.mp4`` and ``metrics.json`` (``{"stage2": ...}``)
 into ``out_dir`` and returns the metrics dict.
@@ -26,6 +26,7 @@ from .export import render_all, write_gaussians_npz, write_mesh_results, write_v
 from .losses import SdsFn, composite
 from .model import Stage2Model
 from .optimize import RenderFn, Trainer, TrainData, default_render_fn
+from .tracks import associate_tracks, check_tracks
 
 
 def resolve_device(cfg: Stage2Config, job: Job | None = None) -> torch.device:
@@ -108,6 +109,26 @@ def with_mesh_silhouettes(data: TrainData, vertices: np.ndarray, faces: np.ndarr
     return replace(data, silhouettes=masks, silhouette_viewmats=viewmats, silhouette_Ks=Ks)
 
 
+def with_track_targets(
+    data: TrainData, means: torch.Tensor, vertices: np.ndarray, faces: np.ndarray, tracks: Any, visibility: Any,
+    video_size: tuple[int, int], cfg: Stage2Config,
+) -> TrainData:
+    """``data`` plus each Gaussian's track targets (stage2/tracks.py): tracks given in pixels of
+    ``video_size`` = (width, height) are scaled to the training resolution, the canonical centres'
+    frame-0 visibility comes from the mesh's depth buffer (computed once, here)."""
+    from .diffusion_features import mesh_visibility, project_to_pixels
+
+    t, vis = check_tracks(tracks, visibility, data.num_views, data.num_frames)
+    width, height = data.size
+    t = t * torch.tensor([width / video_size[0], height / video_size[1]])
+    pts = means.detach().cpu()
+    visible0 = mesh_visibility(pts, torch.as_tensor(vertices, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.long),
+                               data.viewmats.cpu(), data.Ks.cpu(), data.size)
+    u, v, _ = project_to_pixels(pts, data.Ks.cpu(), data.viewmats.cpu())
+    targets = associate_tracks(torch.stack([u, v], -1), visible0, t, vis, cfg.track_k, cfg.track_radius_px)
+    return replace(data, tracks=targets)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -123,10 +144,13 @@ def run_stage2(
     sds_fn: SdsFn | None = None,
     checkpoint_dir: str | Path | None = None,
     render_fn: RenderFn | None = None,
+    tracks: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Reconstruct the 4D Gaussians of ``job`` from ``videos`` [V,F,H,W,4] and write the result.
 
     ``render_fn`` overrides the rasterizer (default ``track4dgen.stage2.raster.rasterize``).
+    ``tracks``: (tracks [V,F,Q,2] in video pixels, visibility [V,F,Q]) of the videos; with them and
+    ``w_track`` > 0 the fit adds the 2D-track term (stage2/tracks.py).
     """
     t_start = time.monotonic()
     try:
@@ -163,6 +187,9 @@ def run_stage2(
             return cache
 
     model = Stage2Model.build(cfg, mesh.vertices, mesh.faces, mesh.colors, data.num_frames, feature_fn, seed=job.spec.seed).to(device)
+    if tracks is not None and cfg.w_track > 0:
+        data = with_track_targets(data, model.gaussians.means, mesh.vertices, mesh.faces, tracks[0], tracks[1],
+                                  (vids.shape[3], vids.shape[2]), cfg).to(device)
     render = render_fn or default_render_fn()
     t_init = time.monotonic() - t_start
     trainer = Trainer(model, data, cfg, sds_fn=sds_fn, render_fn=render, seed=job.spec.seed)
@@ -192,7 +219,8 @@ def run_stage2(
         "it_per_s": train_stats["it_per_s"],
         "psnr_train": psnr(rgb, target),
         "psnr_train_masked": psnr(rgb, target, mask),
-        "final_losses": {k: v for k, v in train_stats.items() if k in ("loss", "rec", "rec_rgb", "rec_mask", "arap", "sds")},
+        "final_losses": {k: v for k, v in train_stats.items() if k in ("loss", "rec", "rec_rgb", "rec_mask", "arap", "sds", "track")},
+        "tracks_used": bool(data.tracks is not None),
         "timings_s": {"init": t_init, "train": train_stats["train_s"], "export": time.monotonic() - t_export, **mesh_timings,
                       "total": time.monotonic() - t_start},
         "peak_mem_mb": peak_memory_mb(device),

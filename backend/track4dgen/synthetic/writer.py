@@ -3,6 +3,7 @@
 Layout (the job part is exactly what ``track4dgen.job.load_job`` validates)::
 
     job.json  mesh.glb  cameras.json  views/{k}.png  videos/view{k}/{f:03d}.png
+    tracks.npz              only with ``tracks``: 2D tracks of the videos for Stage Two (stage2/tracks.py)
     gt/animation.npz        vertices [F,V,3], faces [T,3], colors [V,3], name, prompt
     gt/tracks.npz           tracks [V,F,P,2] pixels, visibility [V,F,P], points_canonical [P,3],
                             points [F,P,3], face_ids [P], barycentrics [P,3], point_colors [P,3]
@@ -28,6 +29,7 @@ from .render import render_animation
 from .tracks import DEFAULT_POINTS, render_and_track
 
 GT_DIR = "gt"
+TRACK_MODES = ("none", "oracle", "noisy")
 
 
 def save_png(path: Path, rgba: np.ndarray) -> None:
@@ -82,13 +84,17 @@ def write_job(
     num_points: int = DEFAULT_POINTS,
     seed: int = 0,
     degrade: Degradation | None = None,
+    tracks: str = "none",
 ) -> Path:
     """Build synthetic object ``name`` and write it as a Stage-Two-only job plus ground truth.
 
     Videos are rendered on ``stage2_overrides["background"]`` when given (white otherwise) and
     stored as straight-alpha RGBA (``straight_alpha``), so Stage Two's compositing on that background
     gives the render back exactly. ``degrade`` makes ``videos/`` look generated (``degrade.py``);
-    ``views/`` (the conditioning renders) and the ground truth stay exact. Returns the job folder.
+    ``views/`` (the conditioning renders) and the ground truth stay exact. ``tracks`` "oracle" writes
+    the exact tracks of gt/ as the job's ``tracks.npz`` (Stage Two's track term), "noisy" the same
+    degraded like a real tracker (``stage2.tracks.noisy_tracks``' defaults: 1 px jitter, 5 % outliers
+    up to 8 px, 5 % visibility flips, at 64 px; scaled with the resolution), "none" none. Returns the job folder.
     """
     from ..job import parse_spec
 
@@ -107,6 +113,8 @@ def write_job(
     parse_spec(spec)  # fail before rendering anything if the settings are invalid
     if degrade is not None:
         degrade.validate(int(spec["views"]))
+    if tracks not in TRACK_MODES:
+        raise ValueError(f"tracks must be one of {TRACK_MODES}, got {tracks!r}")
     anim = make_object(name, frames)
     if prompt is None:
         spec["prompt"] = anim.prompt
@@ -115,11 +123,12 @@ def write_job(
     job_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("views", "videos", GT_DIR):  # no stale frames from an earlier, longer job
         shutil.rmtree(job_dir / sub, ignore_errors=True)
+    (job_dir / "tracks.npz").unlink(missing_ok=True)
     gt = job_dir / GT_DIR
     gt.mkdir()
 
     cameras = rig_cameras(resolution)
-    videos, tracks = render_and_track(anim, cameras, num_points, seed, background=background)
+    videos, gt_tracks = render_and_track(anim, cameras, num_points, seed, background=background)
     if degrade is not None and degrade.animate_view >= 0 and degrade.animate_scale != 1.0:
         k = degrade.animate_view
         videos[k] = render_animation(scaled_motion(anim.vertices_per_frame, degrade.animate_scale), anim.faces, anim.colors,
@@ -144,7 +153,18 @@ def write_job(
         name=np.array(anim.name),
         prompt=np.array(anim.prompt),
     )
-    np.savez_compressed(gt / "tracks.npz", **tracks)
+    np.savez_compressed(gt / "tracks.npz", **gt_tracks)
+    if tracks != "none":
+        t, vis = gt_tracks["tracks"].copy(), gt_tracks["visibility"]
+        if degrade is not None and degrade.animate_view >= 0 and degrade.animate_scale != 1.0:
+            k = degrade.animate_view  # a tracker follows the video's motion, not the true one
+            t[k] = np.stack([cameras[k].project(p)[0] for p in scaled_motion(gt_tracks["points"], degrade.animate_scale)])
+        if tracks == "noisy":
+            from ..stage2.tracks import noisy_tracks
+
+            px = resolution / 64.0  # the noise is defined at 64 px
+            t, vis = noisy_tracks(t, vis, sigma_px=1.0 * px, outlier_px=8.0 * px, seed=seed)
+        np.savez_compressed(job_dir / "tracks.npz", tracks=t, visibility=vis)
     held = rig_cameras(resolution, azimuths_deg=HELDOUT_AZIMUTHS_DEG)
     held_videos = straight_alpha(render_animation(anim.vertices_per_frame, anim.faces, anim.colors, held, background), background)
     for k in range(len(held)):

@@ -1,0 +1,219 @@
+"""The optional 2D-track term of Stage Two (stage2/tracks.py, losses.track_loss)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from track4dgen.cameras import rig_cameras
+from track4dgen.job import JobError
+from track4dgen.stage2.config import Stage2Config
+from track4dgen.stage2.diffusion_features import project_to_pixels
+from track4dgen.stage2.losses import track_loss
+from track4dgen.stage2.model import Stage2Model
+from track4dgen.stage2.optimize import Trainer, TrainData
+from track4dgen.stage2.run import with_track_targets
+from track4dgen.stage2.tracks import associate_tracks, check_tracks, load_tracks_npz, noisy_tracks
+from track4dgen.synthetic.objects import AnimatedMesh
+from track4dgen.synthetic.render import render_animation
+from track4dgen.synthetic.shapes import checker, ellipsoid, merge
+from track4dgen.synthetic.tracks import compute_tracks
+from track4dgen.synthetic.writer import straight_alpha
+
+RES, FRAMES = 32, 4
+LIFT = np.array([0.0, 0.0, 0.3])  # per frame: ~4.4 px, a ball ~4.4 px wide moves its width each frame
+
+
+def ball_scene(frames: int = FRAMES) -> AnimatedMesh:
+    """A small checkered ball rising by its own width every frame."""
+    part = checker(ellipsoid((0.15, 0.15, 0.15), rings=8, segments=12), (0.9, 0.2, 0.1), (0.1, 0.3, 0.9), 4, 4)
+    v, f, c, _ = merge([part])
+    verts = np.stack([v + LIFT * t for t in range(frames)])
+    return AnimatedMesh("ball", verts, f, c)
+
+
+def tiny_cfg(**kw) -> Stage2Config:
+    base = dict(num_gaussians=200, hexplane_resolution=[16, 16, FRAMES], hexplane_dim=8, hexplane_multires=[0.5], head_hidden=32,
+                lr_heads=3e-3, batch_images=4, progressive_iters_per_frame=0, iters_rec=200, iters_sds=0, w_arap=10.0,
+                init_flat_ratio=0.2, checkpoint_every=0, track_radius_px=2.0)
+    return Stage2Config(**{**base, **kw})
+
+
+def scene_data(anim: AnimatedMesh) -> tuple[TrainData, dict]:
+    cams = rig_cameras(RES)
+    videos = straight_alpha(render_animation(anim.vertices_per_frame, anim.faces, anim.colors, cams), (1.0, 1.0, 1.0))
+    data = TrainData(
+        images=torch.from_numpy(videos),
+        viewmats=torch.tensor(np.stack([c.w2c for c in cams]), dtype=torch.float32),
+        Ks=torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32),
+        background=torch.ones(3),
+    )
+    return data, compute_tracks(anim, cams, num_points=400)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    anim = ball_scene()
+    data, tr = scene_data(anim)
+    return anim, data, tr
+
+
+def build(anim, data, tr, cfg):
+    model = Stage2Model.build(cfg, anim.canonical, anim.faces, anim.colors, FRAMES, seed=0)
+    data = with_track_targets(data, model.gaussians.means, anim.canonical, anim.faces, tr["tracks"], tr["visibility"], (RES, RES), cfg)
+    return model, data
+
+
+def frame_loss(model, data, frame, surface=None):
+    views = list(range(data.num_views))
+    surf = model.frame(frame).surface if surface is None else surface
+    return track_loss(surf, model.gaussians.means, data.viewmats, data.Ks, data.tracks.displacement[views, frame],
+                      data.tracks.valid[views, frame], data.size)
+
+
+def test_association_covers_visible_gaussians_and_targets_the_true_motion(scene):
+    anim, data, tr = scene
+    model, data = build(anim, data, tr, tiny_cfg())
+    valid = data.tracks.valid
+    assert valid[:, 0].float().mean() > 0.3  # a good part of each view's front is tied to tracks
+    assert valid[:, 0].float().mean() < 0.8  # but never the back half of the ball
+    # the target displacement of every valid Gaussian is the ball's own image motion
+    means = model.gaussians.means.detach()
+    u0, v0, _ = project_to_pixels(means, data.Ks, data.viewmats)
+    u3, v3, _ = project_to_pixels(means + torch.tensor(LIFT * 3, dtype=torch.float32), data.Ks, data.viewmats)
+    true = torch.stack([u3 - u0, v3 - v0], -1)
+    err = (data.tracks.displacement[:, 3] - true).norm(dim=-1)[valid[:, 3]]
+    assert float(err.median()) < 0.3 and float(true.norm(dim=-1).mean()) > 10
+
+
+def test_loss_is_zero_for_the_tracked_motion_and_positive_otherwise(scene):
+    anim, data, tr = scene
+    model, data = build(anim, data, tr, tiny_cfg())
+    means = model.gaussians.means.detach()
+    exact = frame_loss(model, data, 2, means + torch.tensor(LIFT * 2, dtype=torch.float32))
+    still = frame_loss(model, data, 2, means)
+    assert float(exact) < 2e-3  # only the tracks' own 0.3-px sub-pixel noise from the 3-neighbour mean
+    assert float(still) > 20 * float(exact)
+
+
+def test_gradient_reaches_the_hexplane_and_heads(scene):
+    anim, data, tr = scene
+    model, data = build(anim, data, tr, tiny_cfg())
+    opt = torch.optim.Adam(model.deformation.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(3):  # anchored at init, the field is time-constant: only the time planes move at step 1
+        opt.zero_grad()
+        loss = frame_loss(model, data, 3)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    for name, params in (("hexplane", model.deformation.hexplane.parameters()), ("heads", model.deformation.head_x.parameters())):
+        assert sum(float(p.grad.abs().sum()) for p in params if p.grad is not None) > 0, name
+    assert losses[-1] < losses[0]
+
+
+def test_invisible_pairs_do_not_count():
+    p0 = torch.tensor([[[5.0, 5.0], [20.0, 20.0]]])  # 1 view, 2 Gaussians
+    tracks = torch.tensor([[[[5.0, 5.0], [20.0, 20.0]], [[8.0, 5.0], [20.0, 23.0]]]])  # [1, 2 frames, 2 queries, 2]
+    vis = torch.tensor([[[True, True], [True, False]]])  # query 1 is hidden at frame 1
+    t = associate_tracks(p0, torch.tensor([[True, True]]), tracks, vis, k=1, radius=1.0)
+    assert t.valid[0, 1].tolist() == [True, False]
+    torch.testing.assert_close(t.displacement[0, 1, 0], torch.tensor([3.0, 0.0]))
+    # a Gaussian hidden at frame 0 gets no target at all
+    t = associate_tracks(p0, torch.tensor([[False, True]]), tracks, vis, k=1, radius=1.0)
+    assert not bool(t.valid[0, :, 0].any())
+    # and the loss ignores invalid entries whatever their displacement says
+    surf = torch.zeros(2, 3, requires_grad=True)
+    K = torch.tensor([[[10.0, 0, 16], [0, 10.0, 16], [0, 0, 1]]])
+    vm = torch.eye(4)[None].clone()
+    vm[0, 2, 3] = 3.0
+    bad = torch.tensor([[[0.0, 0.0], [1e3, 1e3]]])
+    loss = track_loss(surf, surf.detach(), vm, K, bad, torch.tensor([[True, False]]), (32, 32))
+    assert float(loss.detach()) == 0.0
+
+
+def _fit(anim, data, tr, w_track: float) -> float:
+    cfg = tiny_cfg(w_track=w_track)
+    model, data = build(anim, data, tr, cfg)
+    trainer = Trainer(model, data, cfg, seed=0)
+    for it in range(cfg.iters_rec):
+        trainer.step(it)
+    with torch.no_grad():
+        means = model.gaussians.means
+        errs = [(model.frame(f).surface - (means + torch.tensor(LIFT * f, dtype=torch.float32))).norm(dim=-1).mean()
+                for f in range(1, FRAMES)]
+    return float(torch.stack(errs).mean())
+
+
+def test_tracks_recover_a_motion_farther_than_the_part_width_the_image_loss_misses(scene):
+    anim, data, tr = scene
+    err_image = _fit(anim, data, tr, 0.0)
+    err_tracks = _fit(anim, data, tr, 10.0)
+    still = float(np.linalg.norm(LIFT)) * (1 + 2 + 3) / 3  # error of predicting no motion
+    assert err_image > 0.5 * still, (err_image, still)  # the image loss alone barely moves the ball
+    assert err_tracks < 0.1 * err_image, (err_tracks, err_image)  # measured 0.003 vs 0.47 (still: 0.6)
+
+
+def test_bad_tracks_are_rejected_with_a_clear_error(tmp_path):
+    good = np.zeros((4, 16, 10, 2), np.float32)
+    vis = np.ones((4, 16, 10), bool)
+    with pytest.raises(JobError, match=r"tracks must be \[4, 16, Q, 2\]"):
+        check_tracks(good[:, :8], vis[:, :8], 4, 16)
+    with pytest.raises(JobError, match="visibility"):
+        check_tracks(good, vis[..., :5], 4, 16)
+    nan = good.copy()
+    nan[1, 3, 2, 0] = np.nan
+    with pytest.raises(JobError, match="NaN"):
+        check_tracks(nan, vis, 4, 16)
+    np.savez(tmp_path / "tracks.npz", tracks=good)
+    with pytest.raises(JobError, match="visibility"):
+        load_tracks_npz(tmp_path / "tracks.npz", 4, 16)
+
+
+def test_noisy_tracks_keep_the_queries_and_perturb_later_frames():
+    t = np.zeros((2, 5, 100, 2), np.float32)
+    vis = np.ones((2, 5, 100), bool)
+    nt, nv = noisy_tracks(t, vis, sigma_px=1.0, outlier_frac=0.1, outlier_px=8.0, flip_frac=0.1, seed=1)
+    assert np.array_equal(nt[:, 0], t[:, 0]) and nv[:, 0].all()
+    assert 0.5 < float(np.median(np.abs(nt[:, 1:]))) < 1.0 and 0.03 < 1 - nv[:, 1:].mean() < 0.2
+    assert t.max() == 0.0  # the input is not modified
+
+
+def test_synthetic_job_tracks_npz_reaches_stage_two(tmp_path):
+    from track4dgen.job import ProgressReporter, load_job
+    from track4dgen.runner import job_tracks
+    from track4dgen.stage2.run import run_stage2
+    from track4dgen.synthetic import load_gt, load_videos, write_job
+    from track4dgen.synthetic.degrade import PRESETS
+
+    tiny = {"num_gaussians": 150, "iters_rec": 3, "iters_sds": 0, "hexplane_resolution": [8, 8, 4], "hexplane_dim": 4,
+            "head_hidden": 8, "checkpoint_every": 0, "write_frame_plys": False, "batch_images": 16}
+    root = write_job("waving_arm", tmp_path / "job", resolution=24, frames=4, stage2_overrides=tiny, num_points=64,
+                     tracks="oracle", degrade=PRESETS["under"])
+    job = load_job(root)
+    videos = load_videos(root, frames=4)
+    tracks, vis = job_tracks(job, videos)
+    gt = load_gt(root)
+    assert tracks.shape == gt.tracks.shape and torch.equal(tracks[:, 0], torch.from_numpy(gt.tracks[:, 0]))
+    moved = (torch.from_numpy(gt.tracks[1, 1:]) - gt.tracks[1, :1]).norm(dim=-1)
+    told = (tracks[1, 1:] - tracks[1, :1]).norm(dim=-1)
+    ratio = (told / moved)[moved > 0.5]  # the under-animated view's tracks follow its video (scale 0.6)
+    assert len(ratio) > 5 and 0.5 < float(ratio.median()) < 0.7
+    torch.testing.assert_close(tracks[0], torch.from_numpy(gt.tracks[0]))  # the other views: the true motion
+    metrics = run_stage2(job, videos, None, ProgressReporter(sink=lambda e: None), tmp_path / "out", tracks=(tracks, vis))
+    assert metrics["tracks_used"] and metrics["final_losses"]["track"] > 0
+
+
+def test_a_requested_tracker_without_weights_is_an_error_naming_the_download(monkeypatch):
+    import huggingface_hub.constants as hub
+
+    from track4dgen.stage2.tracks import track_videos
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", "/nonexistent-hub-cache")  # the hub boundary: nothing cached
+    videos = np.zeros((4, 3, 16, 16, 4), np.float32)
+    videos[..., 4:12, 4:12, 3] = 1.0
+    with pytest.raises(JobError, match="cotracker3") as err:
+        track_videos(videos, "cotracker3", 4)
+    assert err.value.code == "missing_weights" and "huggingface-cli download" in err.value.hint
