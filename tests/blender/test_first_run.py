@@ -82,7 +82,10 @@ def _drive(sess: session.AnimateSession, limit_s: float = 400.0):
 def test_one_bar_with_plain_stage_names_from_check_to_import(registered):
     obj = _monkey()
     cfg = backend_config(bpy.context)
-    settings = job_io.settings_with_overrides(job_io.JobSettings(prompt="a monkey nodding"), TINY)
+    # 40 fitting iterations, not TINY's 4: the fit must span several timer ticks for one of them to
+    # see its ETA (with 4 a loaded machine could poll only the first event, whose ETA is still 0)
+    slower_fit = {**TINY, "stage2": {**TINY["stage2"], "iters_rec": 40}}
+    settings = job_io.settings_with_overrides(job_io.JobSettings(prompt="a monkey nodding"), slower_fit)
     t0 = time.monotonic()
     sess = session.AnimateSession.begin(bpy.context, [obj], settings, cfg)
     begin_s = time.monotonic() - t0
