@@ -8,8 +8,10 @@ Phase 2 (``iters_sds``): every frame; reconstruction + ARAP + 4D-SDS (when Stage
 ``freeze_canonical`` stops the canonical shape learning once motion frames are in
 (``canonical_frozen``).
 
-Beyond the paper (off by default, see ``config.SYNTHETIC_64_OVERRIDES``): blurred-image terms
-(``rec_pyramid_levels``), canonical centres held on the mesh (``means_on_surface``), frame 0
+Beyond the paper, on by default: canonical centres (the tracked surface points) held on the mesh,
+each splat drawn at a learned offset along its normal (``means_on_surface``, ``keep_on_surface``).
+Off by default (see ``config.SYNTHETIC_64_OVERRIDES``): blurred-image terms
+(``rec_pyramid_levels``), frame 0
 fitted to the mesh's silhouette in extra cameras (``w_silhouette``), 2D point tracks of the videos
 as a long-range motion target (``w_track``, only when ``TrainData.tracks`` is set, stage2/tracks.py)
 and an exponential decay of the field's and the means' learning rates (``lr_final_ratio``, on).
