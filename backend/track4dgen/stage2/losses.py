@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .diffusion_features import project_to_pixels
+
 
 SdsFn = Callable[..., torch.Tensor]  # sds_fn(renders [V,F,3,H,W], cameras=None) -> scalar
 
@@ -150,8 +152,6 @@ def track_loss(
     (``surface_0`` gets no gradient: the term constrains motion, not the canonical shape, which may
     slide along the mesh); ``viewmats`` [C, 4, 4], ``Ks`` [C, 3, 3]; ``displacement`` [C, N, 2]
     target pixels and ``valid`` [C, N] from ``tracks.associate_tracks``."""
-    from .diffusion_features import project_to_pixels
-
     u, v, _ = project_to_pixels(surface_t, Ks, viewmats)
     with torch.no_grad():
         u0, v0, _ = project_to_pixels(surface_0.detach(), Ks, viewmats)

@@ -38,6 +38,7 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial import cKDTree
 
+from .config import Stage2Config
 from .deformation import quat_rotate
 from .model import Stage2Model
 
@@ -334,8 +335,8 @@ def vertex_trajectories(
     faces: np.ndarray,
     fps: float,
     method: str = "bind",
-    arap_weight: float = 1.0,
-    arap_iterations: int = 2,
+    arap_weight: float = Stage2Config.vertex_arap_weight,
+    arap_iterations: int = Stage2Config.vertex_arap_iters,
     k: int = 8,
 ) -> VertexAnimation:
     """Every input vertex's position at every frame (module doc). ``arap_iterations=0`` skips ARAP."""
