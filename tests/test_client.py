@@ -84,7 +84,23 @@ def test_submit_follow_progress_and_download_a_stage2_job(server: Server, base: 
     with np.load(dest / "gaussians4d.npz") as z:
         assert z["means"].shape == (100, 3) and z["frame_means"].shape == (2, 100, 3)
         assert np.isfinite(z["frame_means"]).all()
-    assert json.loads((dest / "metrics.json").read_text())["iterations"] == 6
+    metrics = json.loads((dest / "metrics.json").read_text())
+    assert metrics["iterations"] == 6 and not metrics["tracks_used"]
+
+
+def test_a_job_with_tracks_is_fitted_with_them_on_the_server(server: Server, base: Path) -> None:
+    from track4dgen.synthetic import write_job
+    from test_server_support import TINY_STAGE2
+
+    job_dir = write_job("hopper", base / "tracked", resolution=16, frames=2, stage2_overrides={**TINY_STAGE2, "track_warmup_iters": 2},
+                        num_points=32, tracks="noisy")
+    assert (job_dir / "tracks.npz").is_file()
+    client = RemoteClient(server.url, TOKENS["alice"])
+    job_id = client.submit(job_dir)
+    assert [e for e in client.events(job_id) if e.get("stage") == "server"][-1]["state"] == "succeeded"
+    dest = client.download(job_id, base / "tracked_result")
+    metrics = json.loads((dest / "metrics.json").read_text())
+    assert metrics["tracks_used"] and metrics["final_losses"]["track"] >= 0
     assert not list(base.glob(".downloaded.download-*"))
 
 

@@ -78,6 +78,16 @@ class Stage2Config:
     # parts, benchmarks/RESULTS.md "2D-track loss"), the query points each Gaussian follows and how far
     # (px at the training resolution) they may be from it
     w_track: float = 30.0
+    # a track-only warm-up of the motion field before the schedule (optimize.Trainer.warm_up_on_tracks;
+    # all frames and views at once, no rendering), only with tracks: without it look-alike parts (a
+    # propeller's blades) settle in the images' wrong phase (spinner 0.95 -> 0.12 of still). Iterations
+    # (0 = none); residuals below the dead zone (training px) are left to the images, so tracker noise
+    # does not move still parts (2 px: tail_wag 0.49, 3 px: 0.43, none: 0.81); its ARAP weight fixes
+    # depth along single-view rays without fighting the tracks (50: spinner's blades lag, 0: depth
+    # drifts). Chosen on the tuning objects, benchmarks/RESULTS.md "Track warm-up"
+    track_warmup_iters: int = 300
+    track_warmup_deadzone_px: float = 3.0
+    track_warmup_w_arap: float = 5.0
     track_k: int = 3
     track_radius_px: float = 3.0
     # track the videos with this tracker before fitting ("cotracker3" needs its weights; "none" = only a

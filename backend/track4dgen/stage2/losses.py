@@ -142,6 +142,7 @@ def track_loss(
     valid: torch.Tensor,
     size: tuple[int, int],
     eps: float = 0.01,
+    deadzone_px: float = 0.0,
 ) -> torch.Tensor:
     """Robust 2D-track term of one frame in C views: the mean over views (with any valid Gaussian)
     of the mean Charbonnier penalty ``sqrt(|r|^2 + eps^2) - eps`` on the residual
@@ -151,12 +152,16 @@ def track_loss(
     ``surface_t``/``surface_0`` [N, 3] the tracked surface points at t and in the canonical pose
     (``surface_0`` gets no gradient: the term constrains motion, not the canonical shape, which may
     slide along the mesh); ``viewmats`` [C, 4, 4], ``Ks`` [C, 3, 3]; ``displacement`` [C, N, 2]
-    target pixels and ``valid`` [C, N] from ``tracks.associate_tracks``."""
+    target pixels and ``valid`` [C, N] from ``tracks.associate_tracks``. ``deadzone_px`` > 0 leaves
+    residuals up to that many pixels unpenalised (the track warm-up: tracker noise on still parts
+    must not move them; the image terms settle what is left)."""
     u, v, _ = project_to_pixels(surface_t, Ks, viewmats)
     with torch.no_grad():
         u0, v0, _ = project_to_pixels(surface_0.detach(), Ks, viewmats)
     r = (torch.stack([u - u0, v - v0], dim=-1) - displacement) / float(max(size))
     pen = (r.pow(2).sum(-1) + eps * eps).sqrt() - eps  # [C, N]
+    if deadzone_px > 0:
+        pen = torch.relu(pen - deadzone_px / float(max(size)))
     w = valid.float()
     count = w.sum(-1)
     per_view = (pen * w).sum(-1) / count.clamp_min(1.0)

@@ -262,6 +262,45 @@ class Trainer:
         self.last = out
         return out
 
+    def warm_up_on_tracks(self) -> dict[str, float]:
+        """Fit the motion field to the 2D tracks alone before the schedule starts.
+
+        Why: the image terms compare each frame with the video, and a part whose look repeats
+        (the blades of a propeller, spokes, legs in step) matches the images equally well at the
+        wrong phase; once the field has settled there the images hold it. The tracks say which way
+        every point went, so the field starts in the right basin. No rendering: the track and ARAP
+        terms over every (view, frame > 0) at once, with a fresh Adam on the field's parameters
+        only (the canonical Gaussians are the mesh's). Seeded, so a restart repeats it exactly."""
+        cfg, data, model = self.cfg, self.data, self.model
+        if cfg.track_warmup_iters <= 0 or cfg.w_track <= 0 or data.tracks is None or data.num_frames < 2:
+            return {}
+        heads = model.deformation.head_parameters()
+        if model.feature_proj is not None:
+            heads = heads + list(model.feature_proj.parameters())
+        opt = torch.optim.Adam([{"params": list(model.deformation.hexplane.parameters()), "lr": cfg.lr_hexplane},
+                                {"params": heads, "lr": cfg.lr_heads}], eps=1e-15)
+        canon = model.gaussians.means.detach()
+        n = model.gaussians.num
+        track = arap = torch.zeros(())
+        for it in range(cfg.track_warmup_iters):
+            opt.zero_grad(set_to_none=True)
+            anchor = model.anchor()
+            gen = torch.Generator().manual_seed(self.seed * 31_337 + it)
+            samples = torch.randperm(n, generator=gen)[: min(cfg.arap_samples, n)].to(canon.device)
+            track = arap = torch.zeros((), device=canon.device)
+            for frame in range(1, data.num_frames):
+                state = model.frame(frame, anchor)
+                track = track + track_loss(state.surface, canon, data.viewmats, data.Ks, data.tracks.displacement[:, frame],
+                                           data.tracks.valid[:, frame], data.size, deadzone_px=cfg.track_warmup_deadzone_px)
+                if cfg.track_warmup_w_arap > 0:
+                    arap = arap + arap_loss(canon, state.surface, self.neighbours, samples, cfg.arap_relative, state.dq)
+            loss = (cfg.w_track * track + cfg.track_warmup_w_arap * arap) / (data.num_frames - 1)
+            finite_or_raise("stage2 track warm-up loss", float(loss.detach()))
+            loss.backward()
+            opt.step()
+        k = data.num_frames - 1
+        return {"warmup_track": float(track.detach()) / k, "warmup_arap": float(arap.detach()) / k}
+
     def silhouette_loss(self, iteration: int) -> torch.Tensor:
         """L2 between frame 0's alpha and the mesh's silhouette in one extra camera (seeded pick)."""
         data = self.data
@@ -314,6 +353,8 @@ class Trainer:
         cfg = self.cfg
         expect = {"config": cfg.to_dict(), "num_gaussians": self.model.gaussians.num, "frames": self.data.num_frames}
         start = load_checkpoint(checkpoint_dir, self.model, self.optimizer, expect)
+        if start == 0:
+            self.warm_up_on_tracks()
         total = cfg.total_iters
         end = total if stop_after is None else min(total, stop_after)
         t0 = time.monotonic()
