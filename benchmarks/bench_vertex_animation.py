@@ -100,7 +100,8 @@ def score(work: Path, name: str) -> list[dict]:
     err3d = G.centre_error_pct(load_gaussians(work / name / "result")["frame_surface"], truth.vertices, truth.faces)
     rows = []
     for method, iters in VARIANTS:
-        anim = vertex_trajectories(model, mesh.vertices, mesh.faces, cfg.fps, method, cfg.vertex_arap_weight, iters)
+        anim = vertex_trajectories(model, mesh.vertices, mesh.faces, cfg.fps, method, cfg.vertex_arap_weight, iters,
+                                   max_stretch=cfg.vertex_arap_max_stretch)
         err, still = G.vertex_error_pct(anim.positions, truth.vertices, truth.faces)
         per_vertex, per_vertex_still = G.vertex_error_pct(anim.positions, truth.vertices)
         rows.append({
@@ -129,7 +130,8 @@ def big(model, bbox_diagonal: float, cfg, vertices: int, variants=VARIANTS) -> l
     rows = []
     for method, iters in variants:
         cpu = time.process_time()  # on a shared CPU the wall clock also counts other processes' turns
-        anim = vertex_trajectories(model, np.asarray(sphere.vertices), np.asarray(sphere.faces), cfg.fps, method, cfg.vertex_arap_weight, iters)
+        anim = vertex_trajectories(model, np.asarray(sphere.vertices), np.asarray(sphere.faces), cfg.fps, method, cfg.vertex_arap_weight, iters,
+                                   max_stretch=cfg.vertex_arap_max_stretch)
         rows.append({"name": f"sphere ({len(sphere.vertices)} v)", "method": method, "arap_iters": iters, "frames": anim.frames,
                      **anim.timings_s, "cpu_s": time.process_time() - cpu, "load_avg_1min": os.getloadavg()[0], "base_rss_mb": base_mb, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     return rows

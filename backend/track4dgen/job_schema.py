@@ -155,6 +155,7 @@ STAGE2: dict[str, Any] = {
     "vertex_motion": Choice(("bind", "field")),
     "vertex_arap_weight": Num(float, 0.0, 1000.0),
     "vertex_arap_iters": Num(int, 0, 100),
+    "vertex_arap_max_stretch": Num(float, 0.0, 10.0),
     "write_frame_plys": Bool(),
 }
 

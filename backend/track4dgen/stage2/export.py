@@ -81,7 +81,8 @@ def write_mesh_results(
     from .vertex_animation import vertex_trajectories, write_mesh_animation_npz
 
     out_dir = Path(out_dir)
-    anim = vertex_trajectories(model, vertices, faces, cfg.fps, cfg.vertex_motion, cfg.vertex_arap_weight, cfg.vertex_arap_iters)
+    anim = vertex_trajectories(model, vertices, faces, cfg.fps, cfg.vertex_motion, cfg.vertex_arap_weight, cfg.vertex_arap_iters,
+                               max_stretch=cfg.vertex_arap_max_stretch)
     write_mesh_animation_npz(out_dir / "mesh_animation.npz", anim, faces)
     write_animated_glb(out_dir / "animated.glb", mesh_path, anim.positions, cfg.fps)
     if cfg.write_frame_plys:

@@ -161,6 +161,20 @@ def bind_targets(model: Stage2Model, points: np.ndarray, k: int = 8) -> np.ndarr
     return out
 
 
+def singular_value_bounds(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(smallest, largest) singular values of ``L`` [M, 3, 3], from the closed-form eigenvalues of the
+    symmetric ``L^T L`` (the trigonometric solution of its characteristic cubic), float64."""
+    A = np.einsum("mji,mjk->mik", L.astype(np.float64), L.astype(np.float64))
+    q = np.trace(A, axis1=1, axis2=2) / 3.0
+    off = A[:, 0, 1] ** 2 + A[:, 0, 2] ** 2 + A[:, 1, 2] ** 2
+    p = np.sqrt(((A[:, 0, 0] - q) ** 2 + (A[:, 1, 1] - q) ** 2 + (A[:, 2, 2] - q) ** 2 + 2.0 * off) / 6.0)
+    B = (A - q[:, None, None] * np.eye(3)) / np.maximum(p, 1e-30)[:, None, None]
+    phi = np.arccos(np.clip(np.linalg.det(B) / 2.0, -1.0, 1.0)) / 3.0
+    big = q + 2.0 * p * np.cos(phi)
+    small = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
+    return np.sqrt(np.maximum(small, 0.0)), np.sqrt(np.maximum(big, 0.0))
+
+
 def _rolled(da: int, db: int) -> list[int]:
     """Flat indices of ``X[(a + da) % 3, (b + db) % 3]`` for a, b in 0..2 (cofactor terms)."""
     return [((a + da) % 3) * 3 + (b + db) % 3 for a in range(3) for b in range(3)]
@@ -241,7 +255,7 @@ class ArapSolver:
     """
 
     def __init__(self, rest: np.ndarray, faces: np.ndarray, weight: float, tol: float = 1e-4, max_cg: int = 100,
-                 area_weighted: bool = True) -> None:
+                 area_weighted: bool = True, max_stretch: float = 0.0) -> None:
         if weight <= 0:
             raise ValueError(f"ARAP target weight must be > 0 (got {weight}); it anchors the solve")
         v = np.asarray(rest, dtype=np.float32)
@@ -271,6 +285,24 @@ class ArapSolver:
         mean_sq = (np.bincount(e[:, 0], sq, n) + np.bincount(e[:, 1], sq, n)) / np.maximum(degree, 1)
         normal_rest = mean_sq.astype(np.float32)[:, None] * self.normals(v[:, None, :])[:, 0]  # w_i n_i
         self.ring_rest = np.stack([self.lap_rest, -v, normal_rest], 2)  # [N, 3, 3], columns as named in rotations()
+        if max_stretch < 0:
+            raise ValueError(f"max_stretch must be >= 0 (got {max_stretch}); 0 is classic ARAP")
+        self.max_stretch = float(max_stretch)
+        self.rest_cov_inv = self._rest_cov_inv(mean_sq, normal_rest) if max_stretch > 0 else None
+
+    def _rest_cov_inv(self, mean_sq: np.ndarray, normal_rest: np.ndarray) -> np.ndarray:
+        """Inverse of each one-ring's rest covariance ``sum_j (v_i - v_j)(v_i - v_j)^T + w_i n_i n_i^T``
+        [N, 3, 3] (the least-squares linear map's denominator; the normal term keeps it invertible on
+        flat rings). Pseudo-inverse: a loose vertex's zero matrix stays zero."""
+        v = self.rest.astype(np.float64)
+        n = len(v)
+        degree = np.diff(self.adj.indptr).astype(np.float64)
+        sv = self.adj @ v
+        C = (self.adj @ (v[:, :, None] * v[:, None, :]).reshape(n, 9)).reshape(n, 3, 3)
+        C += degree[:, None, None] * v[:, :, None] * v[:, None, :] - v[:, :, None] * sv[:, None, :] - sv[:, :, None] * v[:, None, :]
+        unit = self.normals(v[:, None, :].astype(np.float32))[:, 0].astype(np.float64)
+        C += mean_sq[:, None, None] * unit[:, :, None] * unit[:, None, :]
+        return np.linalg.pinv(C).astype(np.float32)
 
     def normals(self, p: np.ndarray) -> np.ndarray:
         """Area-weighted unit vertex normals [N, C, 3] of the mesh at positions ``p`` [N, C, 3]."""
@@ -282,7 +314,8 @@ class ArapSolver:
         return vn / np.sqrt(np.maximum(np.einsum("nci,nci->nc", vn, vn), 1e-30))[..., None]
 
     def rotations(self, p: np.ndarray) -> np.ndarray:
-        """Local step: each one-ring's best rotation [N, C, 3, 3] at positions ``p`` [N, C, 3]."""
+        """Local step: each one-ring's best rotation [N, C, 3, 3] at positions ``p`` [N, C, 3] (with
+        ``max_stretch`` > 0 its best linear map of bounded stretch, ``_bounded_maps``)."""
         n, c = p.shape[:2]
         # S_i = sum_j (v_i - v_j)(p_i - p_j)^T + w_i n_i n'_i^T
         #     = sum_j v_j p_j^T + [lap_rest_i, -v_i, w_i n_i] @ [p_i, sum_j p_j, n'_i]^T,
@@ -290,7 +323,29 @@ class ArapSolver:
         flat = p.reshape(n, 1, -1)
         S = (self.adj @ (self.rest[:, :, None] * flat).reshape(n, -1)).reshape(n, 3, -1)
         S += self.ring_rest @ np.concatenate([flat, (self.adj @ p.reshape(n, -1))[:, None], self.normals(p).reshape(n, 1, -1)], 1)
-        return closest_rotations(S.reshape(n, 3, c, 3).transpose(0, 2, 1, 3))
+        S = S.reshape(n, 3, c, 3).transpose(0, 2, 1, 3)
+        if self.rest_cov_inv is None:
+            return closest_rotations(S)
+        return self._bounded_maps(S)
+
+    def _bounded_maps(self, S: np.ndarray) -> np.ndarray:
+        """Local step with ``max_stretch`` = s > 0: each one-ring's least-squares linear map
+        ``L_i = S_i^T C_i^-1`` with its singular values clamped to [1 / (1 + s), 1 + s] and a
+        reflection turned back into a rotation (the smallest singular value's sign flipped before
+        the clamp): a ring may squash or stretch by up to s (the squash and stretch of a cartoon
+        body, which a rotation-only ring fights), never fold inside out or collapse."""
+        L = np.swapaxes(S, -1, -2) @ self.rest_cov_inv[:, None]
+        lo, hi = 1.0 / (1.0 + self.max_stretch), 1.0 + self.max_stretch
+        # most rings are within the band and keep L as it is: only the others need an SVD (a batched
+        # 3x3 SVD is ~2 us per matrix, the closed-form bounds below ~20 vector operations for all)
+        flat = L.reshape(-1, 3, 3)
+        smallest, largest = singular_value_bounds(flat)
+        out = np.flatnonzero((np.linalg.det(flat) <= 0) | (smallest < lo) | (largest > hi))
+        if len(out):
+            U, sig, Vh = np.linalg.svd(flat[out].astype(np.float64))
+            sig[:, 2] *= np.sign(np.linalg.det(U @ Vh))
+            flat[out] = ((U * np.clip(sig, lo, hi)[:, None, :]) @ Vh).astype(np.float32)
+        return flat.reshape(L.shape)
 
     def rhs(self, R: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """``b_i = sum_j (R_i + R_j)(v_i - v_j) + lambda t_i`` [N, C, 3] for rotations ``R`` [N, C, 3, 3]."""
@@ -356,6 +411,7 @@ def vertex_trajectories(
     arap_weight: float = Stage2Config.vertex_arap_weight,
     arap_iterations: int = Stage2Config.vertex_arap_iters,
     k: int = 8,
+    max_stretch: float = Stage2Config.vertex_arap_max_stretch,
 ) -> VertexAnimation:
     """Every input vertex's position at every frame (module doc). ``arap_iterations=0`` skips ARAP."""
     if method not in METHODS:
@@ -373,7 +429,7 @@ def vertex_trajectories(
     t1 = time.perf_counter()
     positions = targets
     if arap_iterations > 0 and model.num_frames > 1:
-        solver = ArapSolver(unique, inverse[f], arap_weight)
+        solver = ArapSolver(unique, inverse[f], arap_weight, max_stretch=max_stretch)
         step = max(1, ARAP_VERTEX_FRAMES // len(pts))  # frames solved together (small meshes only)
         for fr in range(1, model.num_frames, step):  # in place: each batch's targets are read before written
             positions[fr : fr + step] = solver.solve(targets[fr : fr + step], arap_iterations)
