@@ -20,6 +20,7 @@ from typing import Any, TextIO
 STAGE_LABELS = {
     "validate": "Checking the job",
     "stage1": "Generating multi-view video",
+    "track_warmup": "Following the point tracks",
     "stage2": "Fitting 4D Gaussians",
     "export": "Writing the result",
     "download": "Downloading weights",
@@ -65,14 +66,20 @@ class Plan:
 STAGE1_STEP_COST = {"tiny": 0.1, "animate3d": 2.0}
 STAGE2_ITER_COST = 1.0
 SDS_ITER_COST = 3.0  # an SDS iteration adds a diffusion-model call (not measured separately)
+# a track warm-up step (every frame's field and track term, no rendering) vs a Stage Two iteration:
+# 0.28 s vs ~0.19 s for the synthetic CPU settings (benchmarks/RESULTS.md "Track warm-up")
+WARMUP_STEP_COST = 1.5
 EXPORT_FRACTION = 0.03
 
 
-def job_plan(has_videos: bool, stage1_steps: int, iters_rec: int, iters_sds: int, model: str = "animate3d") -> Plan:
-    """The plan of ``track4dgen run``: [Stage One,] Stage Two, export."""
+def job_plan(has_videos: bool, stage1_steps: int, iters_rec: int, iters_sds: int, model: str = "animate3d",
+             warmup_iters: int = 0) -> Plan:
+    """The plan of ``track4dgen run``: [Stage One,] [the track warm-up,] Stage Two, export."""
     stage2 = max(iters_rec, 1) * STAGE2_ITER_COST + max(iters_sds, 0) * (0.0 if has_videos else SDS_ITER_COST)
     step_cost = STAGE1_STEP_COST.get(model, STAGE1_STEP_COST["animate3d"])
     weights = {} if has_videos else {"stage1": max(stage1_steps, 1) * step_cost}
+    if warmup_iters > 0:
+        weights["track_warmup"] = warmup_iters * WARMUP_STEP_COST
     weights["stage2"] = stage2
     weights["export"] = (sum(weights.values())) * EXPORT_FRACTION
     return Plan(weights)

@@ -70,7 +70,9 @@ def job_progress_plan(job: Job) -> Plan | None:
         s2 = Stage2Config.from_overrides(job.spec.stage2)
     except (TypeError, ValueError):
         return None
-    return job_plan(job.has_videos, s1.steps * s1.freeinit_iters, s2.iters_rec, s2.iters_sds, job.spec.model)
+    given = job.has_videos and job.tracks_path.exists()
+    warmup = s2.track_warmup_iters if s2.w_track > 0 and (given or s2.tracker != "none") else 0
+    return job_plan(job.has_videos, s1.steps * s1.freeinit_iters, s2.iters_rec, s2.iters_sds, job.spec.model, warmup)
 
 
 def run_job(job: Job, out_dir: Path, reporter: ProgressReporter, checkpoint_dir: Path | None = None) -> dict[str, Any]:

@@ -262,7 +262,7 @@ class Trainer:
         self.last = out
         return out
 
-    def warm_up_on_tracks(self) -> dict[str, float]:
+    def warm_up_on_tracks(self, reporter: ProgressReporter | None = None) -> dict[str, float]:
         """Fit the motion field to the 2D tracks alone before the schedule starts.
 
         Why: the image terms compare each frame with the video, and a part whose look repeats
@@ -298,6 +298,8 @@ class Trainer:
             finite_or_raise("stage2 track warm-up loss", float(loss.detach()))
             loss.backward()
             opt.step()
+            if reporter is not None and ((it + 1) % 10 == 0 or it + 1 == cfg.track_warmup_iters):
+                reporter.update("track_warmup", it + 1, cfg.track_warmup_iters, f"track loss {float(track.detach()) / (data.num_frames - 1):.4f}")
         k = data.num_frames - 1
         return {"warmup_track": float(track.detach()) / k, "warmup_arap": float(arap.detach()) / k}
 
@@ -354,7 +356,7 @@ class Trainer:
         expect = {"config": cfg.to_dict(), "num_gaussians": self.model.gaussians.num, "frames": self.data.num_frames}
         start = load_checkpoint(checkpoint_dir, self.model, self.optimizer, expect)
         if start == 0:
-            self.warm_up_on_tracks()
+            self.warm_up_on_tracks(reporter)
         total = cfg.total_iters
         end = total if stop_after is None else min(total, stop_after)
         t0 = time.monotonic()
