@@ -13,7 +13,8 @@ each splat drawn at a learned offset along its normal (``means_on_surface``, ``k
 Off by default (see ``config.SYNTHETIC_64_OVERRIDES``): blurred-image terms
 (``rec_pyramid_levels``), frame 0
 fitted to the mesh's silhouette in extra cameras (``w_silhouette``), 2D point tracks of the videos
-as a long-range motion target (``w_track``, only when ``TrainData.tracks`` is set, stage2/tracks.py)
+as a long-range motion target (``w_track``, only when ``TrainData.tracks`` is set, stage2/tracks.py;
+with them the field is first fitted to the tracks alone, ``Trainer.warm_up_on_tracks``)
 and an exponential decay of the field's and the means' learning rates (``lr_final_ratio``, on).
 
 Every iteration is reproducible from (seed, iteration) alone, which is what makes resuming from
@@ -141,15 +142,21 @@ def canonical_frozen(iteration: int, cfg: Stage2Config, num_frames: int) -> bool
 CANONICAL_SHAPE_GROUPS = ("means", "opacity", "scales", "quats", "surface_offset")
 
 
-def build_optimizer(model: Stage2Model, cfg: Stage2Config) -> torch.optim.Adam:
-    """Adam with one group per parameter kind, at the paper's / 3DGS's learning rates."""
-    g = model.gaussians
+def field_parameter_groups(model: Stage2Model, cfg: Stage2Config) -> list[dict]:
+    """The motion field's parameter groups: the HexPlane, and the heads with the diffusion-feature
+    projection that feeds them."""
     heads = model.deformation.head_parameters()
     if model.feature_proj is not None:
         heads = heads + list(model.feature_proj.parameters())
+    return [{"name": "hexplane", "params": list(model.deformation.hexplane.parameters()), "lr": cfg.lr_hexplane},
+            {"name": "heads", "params": heads, "lr": cfg.lr_heads}]
+
+
+def build_optimizer(model: Stage2Model, cfg: Stage2Config) -> torch.optim.Adam:
+    """Adam with one group per parameter kind, at the paper's / 3DGS's learning rates."""
+    g = model.gaussians
     groups = [
-        {"name": "hexplane", "params": list(model.deformation.hexplane.parameters()), "lr": cfg.lr_hexplane},
-        {"name": "heads", "params": heads, "lr": cfg.lr_heads},
+        *field_parameter_groups(model, cfg),
         {"name": "means", "params": [g.means], "lr": cfg.lr_means},
         {"name": "sh", "params": [g.sh4d], "lr": cfg.lr_sh},
         {"name": "opacity", "params": [g.opacity_logit], "lr": cfg.lr_opacity},
@@ -274,14 +281,9 @@ class Trainer:
         cfg, data, model = self.cfg, self.data, self.model
         if cfg.track_warmup_iters <= 0 or cfg.w_track <= 0 or data.tracks is None or data.num_frames < 2:
             return {}
-        heads = model.deformation.head_parameters()
-        if model.feature_proj is not None:
-            heads = heads + list(model.feature_proj.parameters())
-        opt = torch.optim.Adam([{"params": list(model.deformation.hexplane.parameters()), "lr": cfg.lr_hexplane},
-                                {"params": heads, "lr": cfg.lr_heads}], eps=1e-15)
+        opt = torch.optim.Adam(field_parameter_groups(model, cfg), eps=1e-15)
         canon = model.gaussians.means.detach()
-        n = model.gaussians.num
-        track = arap = torch.zeros(())
+        n, pairs = model.gaussians.num, data.num_frames - 1
         for it in range(cfg.track_warmup_iters):
             opt.zero_grad(set_to_none=True)
             anchor = model.anchor()
@@ -294,14 +296,13 @@ class Trainer:
                                            data.tracks.valid[:, frame], data.size, deadzone_px=cfg.track_warmup_deadzone_px)
                 if cfg.track_warmup_w_arap > 0:
                     arap = arap + arap_loss(canon, state.surface, self.neighbours, samples, cfg.arap_relative, state.dq)
-            loss = (cfg.w_track * track + cfg.track_warmup_w_arap * arap) / (data.num_frames - 1)
+            loss = (cfg.w_track * track + cfg.track_warmup_w_arap * arap) / pairs
             finite_or_raise("stage2 track warm-up loss", float(loss.detach()))
             loss.backward()
             opt.step()
             if reporter is not None and ((it + 1) % 10 == 0 or it + 1 == cfg.track_warmup_iters):
-                reporter.update("track_warmup", it + 1, cfg.track_warmup_iters, f"track loss {float(track.detach()) / (data.num_frames - 1):.4f}")
-        k = data.num_frames - 1
-        return {"warmup_track": float(track.detach()) / k, "warmup_arap": float(arap.detach()) / k}
+                reporter.update("track_warmup", it + 1, cfg.track_warmup_iters, f"track loss {float(track.detach()) / pairs:.4f}")
+        return {"warmup_track": float(track.detach()) / pairs, "warmup_arap": float(arap.detach()) / pairs}
 
     def silhouette_loss(self, iteration: int) -> torch.Tensor:
         """L2 between frame 0's alpha and the mesh's silhouette in one extra camera (seeded pick)."""
