@@ -139,6 +139,7 @@ STAGE2: dict[str, Any] = {
     "silhouette_offsets_deg": NumList(Num(float, -360.0, 360.0), 0, 16),
     "w_track": _WEIGHT,
     "track_warmup_iters": Num(int, 0, 5000),
+    "track_final_ratio": Num(float, 1e-6, 1.0),
     "track_warmup_w_arap": _WEIGHT,
     "track_warmup_deadzone_px": Num(float, 0.0, 64.0),
     "track_k": Num(int, 1, 16),

@@ -242,7 +242,8 @@ class Trainer:
                 n_track += weight
         loss = loss / n_img
         if n_track:  # mean over the batch's (view, frame > 0) pairs
-            loss = loss + cfg.w_track * track_sum / n_track
+            decay = cfg.track_final_ratio ** min(1.0, iteration / max(1, cfg.total_iters))
+            loss = loss + cfg.w_track * decay * track_sum / n_track
         out = {"rec": rec_total / n_img, **{k: v / n_img for k, v in stats.items()}}
         if use_arap:
             out["arap"] = arap_total / n_img
