@@ -346,9 +346,9 @@ def test_a_job_with_tracks_reports_the_warm_up_as_its_own_stage_of_one_forward_b
 
 
 def test_track_weight_decays_so_late_iterations_follow_the_images_not_the_track_jitter():
-    """A still ball with 1 px jittery tracks: with the track weight constant the fit keeps following
-    the jitter to the end; decayed to a tenth the images hold the ball still (tail_wag, 1000 it:
-    Gaussians' error 0.152 -> 0.085 %)."""
+    """``track_final_ratio``: a still ball with 1 px jittery tracks: with the track weight constant
+    (the default) the fit keeps following the jitter to the end; decayed to a tenth the images hold
+    the ball still."""
     still = AnimatedMesh("ball", np.repeat(ball_scene().vertices_per_frame[:1], FRAMES, 0), ball_scene().faces, ball_scene().colors)
     data, tr = scene_data(still)
     tr = dict(tr)
