@@ -186,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = settings(args)
 
     if args.one:
-        row = run_one(args.one, cfg["resolution"], cfg["stage2"], args.work, args.tracks) if args.regime != "realjob" else \
-            run_realjob(args.one, cfg["resolution"], cfg["stage2"], args.work)
+        if args.regime == "realjob":
+            row = run_realjob(args.one, cfg["resolution"], cfg["stage2"], args.work)
+        else:
+            row = run_one(args.one, cfg["resolution"], cfg["stage2"], args.work, args.tracks)
         print("ROW " + json.dumps({**row, "regime": args.regime}))
         return 0
 

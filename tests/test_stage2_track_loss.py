@@ -72,6 +72,33 @@ def frame_loss(model, data, frame, surface=None):
                       data.tracks.valid[views, frame], data.size)
 
 
+def surface_error(model, truth) -> float:
+    """Mean distance over frames 1.. of the tracked surface points from ``truth(frame, canonical)``."""
+    with torch.no_grad():
+        m0 = model.gaussians.means
+        return float(torch.stack([(model.frame(f).surface - truth(f, m0)).norm(dim=-1).mean() for f in range(1, FRAMES)]).mean())
+
+
+def lifted(frame: int, canonical: torch.Tensor) -> torch.Tensor:
+    """The ball scene's truth: risen by LIFT per frame."""
+    return canonical + torch.tensor(LIFT * frame, dtype=torch.float32)
+
+
+def unmoved(frame: int, canonical: torch.Tensor) -> torch.Tensor:
+    return canonical
+
+
+def still_ball_with_jittery_tracks(seed: int) -> tuple[AnimatedMesh, TrainData, dict]:
+    """The ball held still, its exact tracks given 1 px tracker jitter (no outliers, no visibility flips)."""
+    ball = ball_scene()
+    still = AnimatedMesh("ball", np.repeat(ball.vertices_per_frame[:1], FRAMES, 0), ball.faces, ball.colors)
+    data, tr = scene_data(still)
+    tr = dict(tr)
+    tr["tracks"], tr["visibility"] = noisy_tracks(tr["tracks"], tr["visibility"], sigma_px=1.0, outlier_frac=0.0,
+                                                  flip_frac=0.0, seed=seed)
+    return still, data, tr
+
+
 def test_association_covers_visible_gaussians_and_targets_the_true_motion(scene):
     anim, data, tr = scene
     model, data = build(anim, data, tr, tiny_cfg())
@@ -139,11 +166,7 @@ def _fit(anim, data, tr, w_track: float) -> float:
     trainer = Trainer(model, data, cfg, seed=0)
     for it in range(cfg.iters_rec):
         trainer.step(it)
-    with torch.no_grad():
-        means = model.gaussians.means
-        errs = [(model.frame(f).surface - (means + torch.tensor(LIFT * f, dtype=torch.float32))).norm(dim=-1).mean()
-                for f in range(1, FRAMES)]
-    return float(torch.stack(errs).mean())
+    return surface_error(model, lifted)
 
 
 def test_tracks_recover_a_motion_farther_than_the_part_width_the_image_loss_misses(scene):
@@ -219,14 +242,6 @@ def test_a_requested_tracker_without_weights_is_an_error_naming_the_download(mon
     assert err.value.code == "missing_weights" and "huggingface-cli download" in err.value.hint
 
 
-def _surface_error(model) -> float:
-    with torch.no_grad():
-        means = model.gaussians.means
-        errs = [(model.frame(f).surface - (means + torch.tensor(LIFT * f, dtype=torch.float32))).norm(dim=-1).mean()
-                for f in range(1, FRAMES)]
-    return float(torch.stack(errs).mean())
-
-
 def test_warm_up_fits_the_tracked_motion_without_touching_the_canonical_gaussians(scene):
     anim, data, tr = scene
     cfg = tiny_cfg(track_warmup_iters=60, track_warmup_deadzone_px=0.0)
@@ -234,9 +249,9 @@ def test_warm_up_fits_the_tracked_motion_without_touching_the_canonical_gaussian
     for _ in range(2):
         model, d = build(anim, data, tr, cfg)
         canon = {k: v.detach().clone() for k, v in model.gaussians.state_dict().items()}
-        before = _surface_error(model)
+        before = surface_error(model, lifted)
         out = Trainer(model, d, cfg, seed=0).warm_up_on_tracks()
-        results.append(_surface_error(model))
+        results.append(surface_error(model, lifted))
         assert set(out) == {"warmup_track", "warmup_arap"}
         for k, v in model.gaussians.state_dict().items():
             assert torch.equal(v, canon[k]), k  # only the motion field learns in the warm-up
@@ -251,19 +266,13 @@ def test_warm_up_dead_zone_leaves_a_still_object_still_under_jittery_tracks():
     jitter into the field; with it the field keeps the ball still (the images settle the rest).
     (With 5 % outliers of up to 8 px added, the dead zone does worse here, 0.028 vs 0.018 units: the
     inliers no longer pull back against them. DESIGN.md says so.)"""
-    still = AnimatedMesh("ball", np.repeat(ball_scene().vertices_per_frame[:1], FRAMES, 0), ball_scene().faces, ball_scene().colors)
-    data, tr = scene_data(still)
-    tr = dict(tr)
-    tr["tracks"], tr["visibility"] = noisy_tracks(tr["tracks"], tr["visibility"], sigma_px=1.0, outlier_frac=0.0,
-                                                  flip_frac=0.0, seed=2)
+    still, data, tr = still_ball_with_jittery_tracks(seed=2)
     moved = {}
     for deadzone in (0.0, 3.0):
         cfg = tiny_cfg(track_warmup_iters=60, track_warmup_deadzone_px=deadzone)
         model, d = build(still, data, tr, cfg)
         Trainer(model, d, cfg, seed=0).warm_up_on_tracks()
-        with torch.no_grad():
-            m0 = model.gaussians.means
-            moved[deadzone] = float(torch.stack([(model.frame(f).surface - m0).norm(dim=-1).mean() for f in range(1, FRAMES)]).mean())
+        moved[deadzone] = surface_error(model, unmoved)
     assert moved[0.0] > 0.005, moved  # a visible fraction of a pixel (0.07 units per px here)
     assert moved[3.0] < 0.2 * moved[0.0], moved
 
@@ -296,6 +305,11 @@ def _turn(frame: int) -> torch.Tensor:
     return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float32)
 
 
+def turned(frame: int, canonical: torch.Tensor) -> torch.Tensor:
+    """The ring's truth: turned by RING_STEP per frame about the z axis."""
+    return canonical @ _turn(frame).T
+
+
 def ring_scene() -> AnimatedMesh:
     """Three identical balls on a ring turning 100 deg per frame: every frame also looks like a
     turn of -20 deg (a propeller's aliasing)."""
@@ -316,11 +330,10 @@ def test_warm_up_starts_a_look_alike_turn_in_the_tracked_phase_the_images_then_k
         cfg = tiny_cfg(w_track=30.0, track_warmup_iters=warm, num_gaussians=300, rec_pyramid_levels=2, iters_rec=150)
         model, d = build(anim, data, tr, cfg)
         Trainer(model, d, cfg, seed=0).train()
+        errors[warm] = surface_error(model, turned)
         with torch.no_grad():
             m0 = model.gaussians.means
-            errors[warm] = float(torch.stack([(model.frame(f).surface - m0 @ _turn(f).T).norm(dim=-1).mean()
-                                              for f in range(1, FRAMES)]).mean())
-            still = float(torch.stack([(m0 - m0 @ _turn(f).T).norm(dim=-1).mean() for f in range(1, FRAMES)]).mean())
+            still = float(torch.stack([(m0 - turned(f, m0)).norm(dim=-1).mean() for f in range(1, FRAMES)]).mean())
     # the same tracks at the same weight, but started from the identity the images win (measured 0.83
     # of still, 0.76 after 400 iterations: not a matter of time); warmed up, the turn is right (0.08)
     assert errors[0] > 0.6 * still, (errors, still)
@@ -349,16 +362,11 @@ def test_track_weight_decays_so_late_iterations_follow_the_images_not_the_track_
     """``track_final_ratio``: a still ball with 1 px jittery tracks: with the track weight constant
     (the default) the fit keeps following the jitter to the end; decayed to a tenth the images hold
     the ball still."""
-    still = AnimatedMesh("ball", np.repeat(ball_scene().vertices_per_frame[:1], FRAMES, 0), ball_scene().faces, ball_scene().colors)
-    data, tr = scene_data(still)
-    tr = dict(tr)
-    tr["tracks"], tr["visibility"] = noisy_tracks(tr["tracks"], tr["visibility"], sigma_px=1.0, outlier_frac=0.0, flip_frac=0.0, seed=4)
+    still, data, tr = still_ball_with_jittery_tracks(seed=4)
     moved = {}
     for ratio in (1.0, 0.1):
         cfg = tiny_cfg(w_track=30.0, track_warmup_iters=0, track_final_ratio=ratio, iters_rec=120)
         model, d = build(still, data, tr, cfg)
         Trainer(model, d, cfg, seed=0).train()
-        with torch.no_grad():
-            m0 = model.gaussians.means
-            moved[ratio] = float(torch.stack([(model.frame(f).surface - m0).norm(dim=-1).mean() for f in range(1, FRAMES)]).mean())
+        moved[ratio] = surface_error(model, unmoved)
     assert moved[0.1] < 0.5 * moved[1.0], moved  # measured 0.0011 vs 0.0042 units (0.01: 0.0005)

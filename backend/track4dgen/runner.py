@@ -16,13 +16,16 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .job import Job, JobError, ProgressReporter, atomic_result_dir, load_job
 from .progress import Plan, job_plan, make_reporter
 from .video_io import read_frame_folders, write_mp4, composite
+
+if TYPE_CHECKING:  # the runner imports torch-side modules only when a job runs
+    from .stage2.config import Stage2Config
 
 
 def load_given_videos(job: Job) -> np.ndarray:
@@ -38,16 +41,26 @@ def load_given_features(job: Job) -> np.ndarray | None:
         return np.asarray(z["features"], dtype=np.float32)
 
 
+def given_tracks(job: Job) -> bool:
+    """True when the job brings its videos' tracks (tracks of generated videos cannot be given in advance)."""
+    return job.has_videos and job.tracks_path.exists()
+
+
+def uses_tracks(job: Job, cfg: Stage2Config) -> bool:
+    """Whether Stage Two will fit this job with 2D tracks: given ones, or its ``stage2.tracker``'s."""
+    return cfg.w_track > 0 and (given_tracks(job) or cfg.tracker != "none")
+
+
 def job_tracks(job: Job, videos: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The videos' 2D tracks for Stage Two's track term: the job's ``tracks.npz`` when given, else
     the ``stage2.tracker``'s tracks of ``videos`` (None when neither is asked for)."""
     from .stage2.config import Stage2Config
     from .stage2.tracks import load_tracks_npz, track_videos
 
-    if job.has_videos and job.tracks_path.exists():  # tracks of generated videos cannot be given in advance
+    if given_tracks(job):
         return load_tracks_npz(job.tracks_path, job.spec.views, job.spec.frames)
     cfg = Stage2Config.from_overrides(job.spec.stage2)
-    if cfg.tracker == "none" or cfg.w_track <= 0:
+    if not uses_tracks(job, cfg):
         return None
     return track_videos(videos, cfg.tracker, cfg.track_grid, tuple(cfg.background))
 
@@ -70,8 +83,7 @@ def job_progress_plan(job: Job) -> Plan | None:
         s2 = Stage2Config.from_overrides(job.spec.stage2)
     except (TypeError, ValueError):
         return None
-    given = job.has_videos and job.tracks_path.exists()
-    warmup = s2.track_warmup_iters if s2.w_track > 0 and (given or s2.tracker != "none") else 0
+    warmup = s2.track_warmup_iters if uses_tracks(job, s2) else 0
     return job_plan(job.has_videos, s1.steps * s1.freeinit_iters, s2.iters_rec, s2.iters_sds, job.spec.model, warmup)
 
 

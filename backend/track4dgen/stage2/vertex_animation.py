@@ -38,18 +38,12 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial import cKDTree
 
+from ..eval.gt import vertex_areas
 from .config import Stage2Config
 from .deformation import quat_rotate
 from .model import Stage2Model
 
 METHODS = ("field", "bind")
-
-
-def lumped_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """A third of the area of every face around each vertex [V] (0 for a vertex in no face)."""
-    tri = np.asarray(vertices, dtype=np.float64)[faces]
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    return np.bincount(np.asarray(faces).ravel(), np.repeat(area / 3.0, 3), len(vertices))
 ARAP_VERTEX_FRAMES = 1 << 16  # vertices x frames per ARAP batch: cache-sized, measured fastest (bigger meshes go frame by frame)
 
 
@@ -239,7 +233,7 @@ class ArapSolver:
     field's noise more closely than the rest and fold (measured: 2.4 % of a UV sphere's pole faces vs 0.2 %). Frames are solved together
     and every per-vertex sum over neighbours is one sparse product over all of them (no per-edge
     temporaries): the local step works on ``[N, C, 3]`` positions (adjacency products with 3C or 9C
-    columns), the global step ``(2 L + lambda I) p = b`` on rows ``[3C, N]``, one per frame and
+    columns), the global step ``(2 L + Lambda) p = b`` on rows ``[3C, N]``, one per frame and
     coordinate, by Jacobi-preconditioned conjugate gradients started at the current positions. With
     lambda > 0 that system is well conditioned whatever the mesh size (5-15 iterations to 1e-4), so
     time and memory stay linear in the vertex count. A sparse LU factorised once (SuperLU, minimum
@@ -267,7 +261,7 @@ class ArapSolver:
         degree = np.diff(self.adj.indptr).astype(np.float32)
         lam = np.full(n, float(weight), dtype=np.float32)
         if area_weighted:
-            area = lumped_areas(v, self.faces)
+            area = vertex_areas(v, self.faces)
             if area.sum() > 0:
                 lam *= (area / area[degree > 0].mean()).astype(np.float32)
             lam = np.maximum(lam, 1e-3 * float(weight))  # a loose vertex (no area) still has a target
@@ -283,25 +277,23 @@ class ArapSolver:
         self.vertex_faces = sp.csr_matrix((np.ones(3 * nf, np.float32), (fc.ravel(), np.repeat(np.arange(nf), 3))), shape=(n, nf))
         sq = ((v[e[:, 0]] - v[e[:, 1]]) ** 2).sum(1)
         mean_sq = (np.bincount(e[:, 0], sq, n) + np.bincount(e[:, 1], sq, n)) / np.maximum(degree, 1)
-        normal_rest = mean_sq.astype(np.float32)[:, None] * self.normals(v[:, None, :])[:, 0]  # w_i n_i
+        unit_rest = self.normals(v[:, None, :])[:, 0]
+        normal_rest = mean_sq.astype(np.float32)[:, None] * unit_rest  # w_i n_i
         self.ring_rest = np.stack([self.lap_rest, -v, normal_rest], 2)  # [N, 3, 3], columns as named in rotations()
         if max_stretch < 0:
             raise ValueError(f"max_stretch must be >= 0 (got {max_stretch}); 0 is classic ARAP")
         self.max_stretch = float(max_stretch)
-        self.rest_cov_inv = self._rest_cov_inv(mean_sq, normal_rest) if max_stretch > 0 else None
+        self.rest_cov_inv = self._rest_cov_inv(degree, mean_sq, unit_rest) if max_stretch > 0 else None
 
-    def _rest_cov_inv(self, mean_sq: np.ndarray, normal_rest: np.ndarray) -> np.ndarray:
+    def _rest_cov_inv(self, degree: np.ndarray, mean_sq: np.ndarray, unit_rest: np.ndarray) -> np.ndarray:
         """Inverse of each one-ring's rest covariance ``sum_j (v_i - v_j)(v_i - v_j)^T + w_i n_i n_i^T``
         [N, 3, 3] (the least-squares linear map's denominator; the normal term keeps it invertible on
         flat rings). Pseudo-inverse: a loose vertex's zero matrix stays zero."""
         v = self.rest.astype(np.float64)
-        n = len(v)
-        degree = np.diff(self.adj.indptr).astype(np.float64)
-        sv = self.adj @ v
+        n, sv = len(v), self.adj @ v
         C = (self.adj @ (v[:, :, None] * v[:, None, :]).reshape(n, 9)).reshape(n, 3, 3)
         C += degree[:, None, None] * v[:, :, None] * v[:, None, :] - v[:, :, None] * sv[:, None, :] - sv[:, :, None] * v[:, None, :]
-        unit = self.normals(v[:, None, :].astype(np.float32))[:, 0].astype(np.float64)
-        C += mean_sq[:, None, None] * unit[:, :, None] * unit[:, None, :]
+        C += mean_sq[:, None, None] * unit_rest[:, :, None] * unit_rest[:, None, :]
         return np.linalg.pinv(C).astype(np.float32)
 
     def normals(self, p: np.ndarray) -> np.ndarray:
@@ -358,7 +350,7 @@ class ArapSolver:
         return b
 
     def global_step(self, b: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Solve ``(2 L + lambda I) x = b`` for ``b`` [K, N] (K independent right-hand sides) by
+        """Solve ``(2 L + Lambda) x = b`` (Lambda = diag(lambda_i)) for ``b`` [K, N] (K independent right-hand sides) by
         Jacobi-preconditioned CG from ``x``, each to a residual of ``tol`` times its ``|b|``.
         One row per right-hand side: every vector operation runs over contiguous vertices."""
 
