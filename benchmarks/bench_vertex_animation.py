@@ -34,15 +34,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 VARIANTS = (("field", 2), ("field", 0), ("bind", 2), ("bind", 0))
 
 
-def train(name: str, work: Path, tracks: str = "none") -> None:
+def train(name: str, work: Path, tracks: str = "none", overrides: dict | None = None) -> None:
     """Stage Two on one synthetic object, result and final checkpoint under ``work/name``;
-    ``tracks`` "oracle"/"noisy" writes the videos' 2D tracks into the job (Stage Two's track term)."""
+    ``tracks`` "oracle"/"noisy" writes the videos' 2D tracks into the job (Stage Two's track term);
+    ``overrides``: stage2 settings on top of the synthetic 64 px ones."""
     from track4dgen.job import ProgressReporter, load_job
     from track4dgen.runner import run_job
     from track4dgen.stage2.config import SYNTHETIC_64_OVERRIDES
     from track4dgen.synthetic import write_job
 
-    stage2 = {**SYNTHETIC_64_OVERRIDES, "checkpoint_every": 1000}
+    stage2 = {**SYNTHETIC_64_OVERRIDES, "checkpoint_every": 1000, **(overrides or {})}
     job_dir = write_job(name, work / name / "job", resolution=64, frames=16, stage2_overrides=stage2, tracks=tracks)
     t0 = time.perf_counter()
     run_job(load_job(job_dir), work / name / "result", ProgressReporter(stream=io.StringIO()), work / name / "ckpt")
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--tracks", choices=("none", "oracle", "noisy"), default="none",
                    help="train with the videos' 2D tracks, exact or degraded like a tracker's (bench_stage2.py --tracks)")
+    p.add_argument("--stage2", type=json.loads, default={}, help='JSON of stage2 settings to train with, e.g. \'{"w_track": 10}\'')
     args = p.parse_args(argv)
 
     import numpy as np
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             print(r)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"device": "cpu", "tracks": args.tracks, "rows": rows}, indent=1))
+            args.json.write_text(json.dumps({"device": "cpu", "rows": rows}, indent=1))
         return 0
     if args.work is None:
         p.error("--work is required unless --big-only")
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.score_only:
                 print(f"{name}: no finished run in {args.work}", file=sys.stderr)
                 continue
-            train(name, args.work, args.tracks)
+            train(name, args.work, args.tracks, args.stage2)
         rows += score(args.work, name)
         done.append(name)
     cols = ("name", "method", "arap_iters", "mesh_err_pct", "mesh_err_static_pct", "err3d_pct", "mesh_flipped_pct",
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += rows_big
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": "cpu", "tracks": args.tracks, "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"device": "cpu", "tracks": args.tracks, "stage2": args.stage2, "rows": rows}, indent=1))
     return 0
 
 

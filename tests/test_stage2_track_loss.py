@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from track4dgen.stage2.losses import track_loss
 from track4dgen.stage2.model import Stage2Model
 from track4dgen.stage2.optimize import Trainer, TrainData
 from track4dgen.stage2.run import with_track_targets
-from track4dgen.stage2.tracks import associate_tracks, check_tracks, load_tracks_npz, noisy_tracks
+from track4dgen.stage2.tracks import associate_tracks, check_tracks, load_tracks_npz, noisy_tracks, unproject_queries
 from track4dgen.synthetic.objects import AnimatedMesh
 from track4dgen.synthetic.render import render_animation
 from track4dgen.synthetic.shapes import checker, ellipsoid, merge, place
@@ -36,7 +38,7 @@ def ball_scene(frames: int = FRAMES) -> AnimatedMesh:
 def tiny_cfg(**kw) -> Stage2Config:
     base = dict(num_gaussians=200, hexplane_resolution=[16, 16, FRAMES], hexplane_dim=8, hexplane_multires=[0.5], head_hidden=32,
                 lr_heads=3e-3, batch_images=4, progressive_iters_per_frame=0, iters_rec=200, iters_sds=0, w_arap=10.0,
-                init_flat_ratio=0.2, checkpoint_every=0, track_radius_px=2.0)
+                init_flat_ratio=0.2, checkpoint_every=0)
     return Stage2Config(**{**base, **kw})
 
 
@@ -68,8 +70,7 @@ def build(anim, data, tr, cfg):
 def frame_loss(model, data, frame, surface=None):
     views = list(range(data.num_views))
     surf = model.frame(frame).surface if surface is None else surface
-    return track_loss(surf, model.gaussians.means, data.viewmats, data.Ks, data.tracks.displacement[views, frame],
-                      data.tracks.valid[views, frame], data.size)
+    return track_loss(surf, model.gaussians.means, data.viewmats, data.Ks, data.tracks.at(views, frame), data.size)
 
 
 def surface_error(model, truth) -> float:
@@ -89,29 +90,44 @@ def unmoved(frame: int, canonical: torch.Tensor) -> torch.Tensor:
 
 
 def still_ball_with_jittery_tracks(seed: int) -> tuple[AnimatedMesh, TrainData, dict]:
-    """The ball held still, its exact tracks given 1 px tracker jitter (no outliers, no visibility flips)."""
+    """The ball held still, its exact tracks given 1 px tracker jitter (no outliers, no visibility
+    flips, no drift while hidden)."""
     ball = ball_scene()
     still = AnimatedMesh("ball", np.repeat(ball.vertices_per_frame[:1], FRAMES, 0), ball.faces, ball.colors)
     data, tr = scene_data(still)
     tr = dict(tr)
     tr["tracks"], tr["visibility"] = noisy_tracks(tr["tracks"], tr["visibility"], sigma_px=1.0, outlier_frac=0.0,
-                                                  flip_frac=0.0, seed=seed)
+                                                  flip_frac=0.0, seed=seed, hidden_drift_px=0.0)
     return still, data, tr
 
 
-def test_association_covers_visible_gaussians_and_targets_the_true_motion(scene):
+def test_queries_are_lifted_onto_the_ball_and_target_its_motion(scene):
     anim, data, tr = scene
     model, data = build(anim, data, tr, tiny_cfg())
-    valid = data.tracks.valid
-    assert valid[:, 0].float().mean() > 0.3  # a good part of each view's front is tied to tracks
-    assert valid[:, 0].float().mean() < 0.8  # but never the back half of the ball
-    # the target displacement of every valid Gaussian is the ball's own image motion
-    means = model.gaussians.means.detach()
-    u0, v0, _ = project_to_pixels(means, data.Ks, data.viewmats)
-    u3, v3, _ = project_to_pixels(means + torch.tensor(LIFT * 3, dtype=torch.float32), data.Ks, data.viewmats)
+    t = data.tracks
+    seen0 = torch.as_tensor(tr["visibility"][:, 0])
+    assert torch.equal(t.weight[:, 0] > 0, seen0)  # every query seen on frame 0 is used, none other
+    # lifted onto the ball's surface on the camera's side: most onto their exact material point
+    # (tr["points_canonical"]); the rest are grazing points the synthetic visibility's depth
+    # tolerance counts as seen, lifted onto the front surface their pixel shows
+    truth = torch.as_tensor(tr["points_canonical"], dtype=torch.float32)[None].expand_as(t.points)
+    err = (t.points - truth).norm(dim=-1)[seen0]
+    assert float(err.median()) < 1e-4 and float((err < 0.01).float().mean()) > 0.7
+    centre = torch.as_tensor(anim.canonical, dtype=torch.float32).mean(0)
+    radius = (t.points - centre).norm(dim=-1)[seen0]
+    assert float(radius.min()) > 0.14 and float(radius.max()) < 0.155  # the tessellated ball of radius 0.15
+    to_camera = torch.linalg.inv(data.viewmats)[:, None, :3, 3] - centre
+    assert float(((t.points - centre) * to_camera).sum(-1)[seen0].gt(0).float().mean()) > 0.95  # silhouette ones may graze past
+    # each is carried by Gaussians right around it
+    near = (model.gaussians.means.detach()[t.gaussians] - t.points[..., None, :]).norm(dim=-1)[seen0]
+    assert float(near.max()) < 0.1
+    torch.testing.assert_close(t.blend.sum(-1), torch.ones_like(t.blend[..., 0]))
+    # the target of every query seen at frame 3 is the ball's own image motion there
+    u0, v0, _ = project_to_pixels(t.points, data.Ks, data.viewmats)
+    u3, v3, _ = project_to_pixels(t.points + torch.tensor(LIFT * 3, dtype=torch.float32), data.Ks, data.viewmats)
     true = torch.stack([u3 - u0, v3 - v0], -1)
-    err = (data.tracks.displacement[:, 3] - true).norm(dim=-1)[valid[:, 3]]
-    assert float(err.median()) < 0.3 and float(true.norm(dim=-1).mean()) > 10
+    diff = (t.displacement[:, 3] - true).norm(dim=-1)[t.valid[:, 3]]
+    assert float(diff.median()) < 0.3 and float(true.norm(dim=-1).mean()) > 10
 
 
 def test_loss_is_zero_for_the_tracked_motion_and_positive_otherwise(scene):
@@ -140,24 +156,81 @@ def test_gradient_reaches_the_hexplane_and_heads(scene):
     assert losses[-1] < losses[0]
 
 
-def test_invisible_pairs_do_not_count():
-    p0 = torch.tensor([[[5.0, 5.0], [20.0, 20.0]]])  # 1 view, 2 Gaussians
-    tracks = torch.tensor([[[[5.0, 5.0], [20.0, 20.0]], [[8.0, 5.0], [20.0, 23.0]]]])  # [1, 2 frames, 2 queries, 2]
-    vis = torch.tensor([[[True, True], [True, False]]])  # query 1 is hidden at frame 1
-    t = associate_tracks(p0, torch.tensor([[True, True]]), tracks, vis, k=1, radius=1.0)
-    assert t.valid[0, 1].tolist() == [True, False]
-    torch.testing.assert_close(t.displacement[0, 1, 0], torch.tensor([3.0, 0.0]))
-    # a Gaussian hidden at frame 0 gets no target at all
-    t = associate_tracks(p0, torch.tensor([[False, True]]), tracks, vis, k=1, radius=1.0)
-    assert not bool(t.valid[0, :, 0].any())
-    # and the loss ignores invalid entries whatever their displacement says
-    surf = torch.zeros(2, 3, requires_grad=True)
-    K = torch.tensor([[[10.0, 0, 16], [0, 10.0, 16], [0, 0, 1]]])
+def plane_scene():
+    """One camera 3 units in front of a square in the z = 0 plane (two triangles, 2 x 2 units)."""
+    vertices = np.array([[-1.0, -1.0, 0.0], [1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 1.0, 0.0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    K = torch.tensor([[[16.0, 0, 16], [0, 16.0, 16], [0, 0, 1]]])
     vm = torch.eye(4)[None].clone()
-    vm[0, 2, 3] = 3.0
-    bad = torch.tensor([[[0.0, 0.0], [1e3, 1e3]]])
-    loss = track_loss(surf, surf.detach(), vm, K, bad, torch.tensor([[True, False]]), (32, 32))
-    assert float(loss.detach()) == 0.0
+    vm[0, 2, 3] = 3.0  # OpenCV camera at z = -3 looking along +z
+    return vertices, faces, vm, K
+
+
+def test_queries_lift_along_their_own_ray_and_off_the_mesh_ones_drop_out():
+    vertices, faces, vm, K = plane_scene()
+    pix = torch.tensor([[[16.0, 16.0], [21.3, 10.7], [31.0, 1.0]]])  # centre, off-centre, off the square (x = 2.8)
+    pts, on = unproject_queries(pix, vertices, faces, vm, K, (32, 32))
+    assert on[0].tolist() == [True, True, False]
+    torch.testing.assert_close(pts[0, 0], torch.tensor([0.0, 0.0, 0.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pts[0, 1], torch.tensor([(21.3 - 16) * 3 / 16, (10.7 - 16) * 3 / 16, 0.0]), atol=1e-5, rtol=0)
+
+
+def test_hidden_frames_use_the_trackers_estimate_at_the_occluded_weight():
+    vertices, faces, vm, K = plane_scene()
+    gaussians = torch.tensor([[0.0, 0.0, 0.0], [0.9, 0.0, 0.0]])
+    # query 0 (on Gaussian 0) seen at frame 1, query 1 (on Gaussian 1) hidden there, query 2 never seen
+    tracks = torch.tensor([[[[16.0, 16.0], [20.8, 16.0], [5.0, 5.0]], [[19.0, 16.0], [20.8, 19.0], [9.0, 5.0]]]])
+    vis = torch.tensor([[[True, True, False], [True, False, True]]])
+    off = associate_tracks(gaussians, vertices, faces, vm, K, (32, 32), tracks, vis, k=1)
+    on = associate_tracks(gaussians, vertices, faces, vm, K, (32, 32), tracks, vis, k=1, occluded_weight=0.25)
+    assert off.weight[0, 1].tolist() == [1.0, 0.0, 0.0] and on.weight[0, 1].tolist() == [1.0, 0.25, 0.0]
+    assert on.gaussians[0, :2, 0].tolist() == [0, 1]  # each rides on the Gaussian it was placed on
+    torch.testing.assert_close(on.displacement[0, 1, :2], torch.tensor([[3.0, 0.0], [0.0, 3.0]]))
+    # the loss: zero for the tracked motion, and an entry of weight 0.25 has a quarter of the say
+    step = torch.tensor([3.0 * 3 / 16, 0.0, 0.0])  # 3 px right at depth 3
+    frame1 = on.at(slice(None), 1)
+    exact = track_loss(gaussians + torch.stack([step, torch.tensor([0.0, 3.0 * 3 / 16, 0.0])]), gaussians, vm, K, frame1, (32, 32))
+    assert float(exact) < 1e-6
+    wrong1 = torch.stack([step, step])  # Gaussian 1 went right instead of down
+    full = track_loss(gaussians + wrong1, gaussians, vm, K, replace(frame1, weight=torch.tensor([[1.0, 1.0, 0.0]])), (32, 32))
+    quarter = track_loss(gaussians + wrong1, gaussians, vm, K, frame1, (32, 32))
+    torch.testing.assert_close(quarter, full / 4)
+    # and entries of weight 0 are ignored whatever their displacement says
+    bad = replace(frame1, displacement=torch.full_like(frame1.displacement, 1e3), weight=torch.zeros_like(frame1.weight))
+    assert float(track_loss(gaussians + wrong1, gaussians, vm, K, bad, (32, 32))) == 0.0
+
+
+def test_hidden_frames_tracked_through_occlusion_tell_the_field_where_the_part_went(scene):
+    """The ball is marked hidden in every view at frames 1 and 2 (as if behind an occluder), the
+    tracker's estimates there exact: without them the warm-up knows nothing of those frames, with
+    them it puts the ball where it went."""
+    anim, data, tr = scene
+    hidden = dict(tr)
+    hidden["visibility"] = tr["visibility"].copy()
+    hidden["visibility"][:, 1:3] = False
+    errs = {}
+    for w in (0.0, 0.5):
+        cfg = tiny_cfg(track_warmup_iters=100, track_warmup_deadzone_px=0.0, track_occluded_weight=w)
+        model, d = build(anim, data, hidden, cfg)
+        Trainer(model, d, cfg, seed=0).warm_up_on_tracks()
+        with torch.no_grad():
+            m0 = model.gaussians.means
+            errs[w] = float(torch.stack([(model.frame(f).surface - lifted(f, m0)).norm(dim=-1).mean() for f in (1, 2)]).mean())
+    still = float(np.linalg.norm(LIFT)) * 1.5
+    assert errs[0.0] > 0.5 * still, errs  # frames 1 and 2 untold: the ball stays about where it was
+    assert errs[0.5] < 0.1 * still, errs
+
+
+def test_hidden_points_drift_while_hidden_and_lock_on_again():
+    t = np.zeros((1, 9, 400, 2), np.float32)
+    vis = np.ones((1, 9, 400), bool)
+    vis[:, 1:7] = False  # hidden for frames 1..6, seen again at 7 and 8
+    plain, _ = noisy_tracks(t, vis, sigma_px=0.0, outlier_frac=0.0, flip_frac=0.0, seed=2, hidden_drift_px=0.0)
+    drift, _ = noisy_tracks(t, vis, sigma_px=0.0, outlier_frac=0.0, flip_frac=0.0, seed=2, hidden_drift_px=1.0)
+    err = np.linalg.norm(drift - plain, axis=-1).mean(axis=(0, 2))  # per frame
+    assert err[0] == 0.0 and err[7] == 0.0 and err[8] == 0.0  # queries and seen frames untouched
+    assert 0.9 < err[1] / 1.25 < 1.1  # one step: mean |N(0, I)| in 2D = sqrt(pi/2)
+    assert err[6] > 2.0 * err[1]  # the error grows the longer the point stays hidden
 
 
 def _fit(anim, data, tr, w_track: float) -> float:
@@ -263,9 +336,10 @@ def test_warm_up_fits_the_tracked_motion_without_touching_the_canonical_gaussian
 
 def test_warm_up_dead_zone_leaves_a_still_object_still_under_jittery_tracks():
     """Tracks of a still ball with 1 px tracker jitter: without the dead zone the warm-up fits the
-    jitter into the field; with it the field keeps the ball still (the images settle the rest).
-    (With 5 % outliers of up to 8 px added, the dead zone does worse here, 0.028 vs 0.018 units: the
-    inliers no longer pull back against them. DESIGN.md says so.)"""
+    jitter into the field; with it only the ~1 % of points whose jitter exceeds 3 px still pull
+    (each tracked point has its own residual; measured 0.0071 vs 0.0107 units, 0.07 units per px).
+    (With 5 % outliers of up to 8 px added, the dead zone does worse here: the inliers no longer
+    pull back against them. DESIGN.md says so.)"""
     still, data, tr = still_ball_with_jittery_tracks(seed=2)
     moved = {}
     for deadzone in (0.0, 3.0):
@@ -274,7 +348,7 @@ def test_warm_up_dead_zone_leaves_a_still_object_still_under_jittery_tracks():
         Trainer(model, d, cfg, seed=0).warm_up_on_tracks()
         moved[deadzone] = surface_error(model, unmoved)
     assert moved[0.0] > 0.005, moved  # a visible fraction of a pixel (0.07 units per px here)
-    assert moved[3.0] < 0.2 * moved[0.0], moved
+    assert moved[3.0] < 0.75 * moved[0.0], moved
 
 
 def test_warm_up_is_skipped_without_tracks_or_when_resuming(scene, tmp_path):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .diffusion_features import project_to_pixels
+from .tracks import ViewTracks
 
 
 SdsFn = Callable[..., torch.Tensor]  # sds_fn(renders [V,F,3,H,W], cameras=None) -> scalar
@@ -135,35 +136,35 @@ def arap_loss(
 
 def track_loss(
     surface_t: torch.Tensor,
-    surface_0: torch.Tensor,
+    canonical: torch.Tensor,
     viewmats: torch.Tensor,
     Ks: torch.Tensor,
-    displacement: torch.Tensor,
-    valid: torch.Tensor,
+    targets: ViewTracks,
     size: tuple[int, int],
     eps: float = 0.01,
     deadzone_px: float = 0.0,
 ) -> torch.Tensor:
-    """Robust 2D-track term of one frame in C views: the mean over views (with any valid Gaussian)
-    of the mean Charbonnier penalty ``sqrt(|r|^2 + eps^2) - eps`` on the residual
-    ``r = (proj(surface_t) - proj(surface_0)) - displacement``, in pixels divided by the longer
-    image side (``eps`` 0.01 = 0.64 px at 64 px: quadratic below, L1-like and outlier-tolerant above).
+    """Robust 2D-track term of one frame in C views: the mean over views (with any target) of the
+    weighted mean Charbonnier penalty ``sqrt(|r|^2 + eps^2) - eps`` on the residual
+    ``r = (proj(x_q(t)) - proj(x_q)) - displacement_q`` of each tracked point q, in pixels divided
+    by the longer image side (``eps`` 0.01 = 0.64 px at 64 px: quadratic below, L1-like and
+    outlier-tolerant above).
 
-    ``surface_t``/``surface_0`` [N, 3] the tracked surface points at t and in the canonical pose
-    (``surface_0`` gets no gradient: the term constrains motion, not the canonical shape, which may
-    slide along the mesh); ``viewmats`` [C, 4, 4], ``Ks`` [C, 3, 3]; ``displacement`` [C, N, 2]
-    target pixels and ``valid`` [C, N] from ``tracks.associate_tracks``. ``deadzone_px`` > 0 leaves
-    residuals up to that many pixels unpenalised (the track warm-up: tracker noise on still parts
-    must not move them; the image terms settle what is left)."""
-    u, v, _ = project_to_pixels(surface_t, Ks, viewmats)
+    ``surface_t`` [N, 3] the Gaussians' tracked surface points at t, ``canonical`` [N, 3] in the
+    canonical pose; ``viewmats`` [C, 4, 4], ``Ks`` [C, 3, 3]; ``targets`` from
+    ``TrackTargets.at`` (the points x_q ride on their Gaussians, ``ViewTracks.carried``). A view's
+    mean is over its points with a target, so a weight below 1 lowers their say. ``deadzone_px`` > 0
+    leaves residuals up to that many pixels unpenalised (the track warm-up: tracker noise on still
+    parts must not move them; the image terms settle what is left)."""
+    u, v, _ = project_to_pixels(targets.carried(surface_t, canonical), Ks, viewmats)  # [C, Q] each
     with torch.no_grad():
-        u0, v0, _ = project_to_pixels(surface_0.detach(), Ks, viewmats)
-    r = (torch.stack([u - u0, v - v0], dim=-1) - displacement) / float(max(size))
-    pen = (r.pow(2).sum(-1) + eps * eps).sqrt() - eps  # [C, N]
+        u0, v0, _ = project_to_pixels(targets.points, Ks, viewmats)
+    r = (torch.stack([u - u0, v - v0], dim=-1) - targets.displacement) / float(max(size))
+    pen = (r.pow(2).sum(-1) + eps * eps).sqrt() - eps  # [C, Q]
     if deadzone_px > 0:
         pen = torch.relu(pen - deadzone_px / float(max(size)))
-    w = valid.float()
-    count = w.sum(-1)
+    w = targets.weight.float()
+    count = (w > 0).float().sum(-1)
     per_view = (pen * w).sum(-1) / count.clamp_min(1.0)
     used = count > 0
     if not bool(used.any()):

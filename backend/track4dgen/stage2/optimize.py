@@ -237,7 +237,7 @@ class Trainer:
             if use_track and frame > 0:
                 vi = torch.as_tensor(views, device=data.viewmats.device)
                 tr = track_loss(state.surface, self.model.gaussians.means, data.viewmats[vi], data.Ks[vi],
-                                data.tracks.displacement[vi, frame], data.tracks.valid[vi, frame], data.size)
+                                data.tracks.at(vi, frame), data.size)
                 track_sum = track_sum + tr * weight
                 n_track += weight
         loss = loss / n_img
@@ -293,8 +293,8 @@ class Trainer:
             track = arap = torch.zeros((), device=canon.device)
             for frame in range(1, data.num_frames):
                 state = model.frame(frame, anchor)
-                track = track + track_loss(state.surface, canon, data.viewmats, data.Ks, data.tracks.displacement[:, frame],
-                                           data.tracks.valid[:, frame], data.size, deadzone_px=cfg.track_warmup_deadzone_px)
+                track = track + track_loss(state.surface, canon, data.viewmats, data.Ks, data.tracks.at(slice(None), frame),
+                                           data.size, deadzone_px=cfg.track_warmup_deadzone_px)
                 if cfg.track_warmup_w_arap > 0:
                     arap = arap + arap_loss(canon, state.surface, self.neighbours, samples, cfg.arap_relative, state.dq)
             loss = (cfg.w_track * track + cfg.track_warmup_w_arap * arap) / pairs

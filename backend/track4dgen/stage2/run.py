@@ -113,19 +113,14 @@ def with_track_targets(
     data: TrainData, means: torch.Tensor, vertices: np.ndarray, faces: np.ndarray, tracks: Any, visibility: Any,
     video_size: tuple[int, int], cfg: Stage2Config,
 ) -> TrainData:
-    """``data`` plus each Gaussian's track targets (stage2/tracks.py): tracks given in pixels of
-    ``video_size`` = (width, height) are scaled to the training resolution, the canonical centres'
-    frame-0 visibility comes from the mesh's depth buffer (computed once, here)."""
-    from .diffusion_features import mesh_visibility, project_to_pixels
-
+    """``data`` plus the tracked points of every view (stage2/tracks.py): tracks given in pixels of
+    ``video_size`` = (width, height) are scaled to the training resolution and their frame-0
+    queries lifted onto the canonical mesh (computed once, here)."""
     t, vis = check_tracks(tracks, visibility, data.num_views, data.num_frames)
     width, height = data.size
     t = t * torch.tensor([width / video_size[0], height / video_size[1]])
-    pts = means.detach().cpu()
-    visible0 = mesh_visibility(pts, torch.as_tensor(vertices, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.long),
-                               data.viewmats.cpu(), data.Ks.cpu(), data.size)
-    u, v, _ = project_to_pixels(pts, data.Ks.cpu(), data.viewmats.cpu())
-    targets = associate_tracks(torch.stack([u, v], -1), visible0, t, vis, cfg.track_k, cfg.track_radius_px)
+    targets = associate_tracks(means.detach().cpu(), vertices, faces, data.viewmats.cpu(), data.Ks.cpu(), data.size, t, vis,
+                               cfg.track_k, cfg.track_occluded_weight)
     return replace(data, tracks=targets)
 
 

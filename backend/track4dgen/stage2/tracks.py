@@ -7,11 +7,20 @@ frame, however far it moved: the long-range correspondence this project is named
 
 Tracks ``[V, F, Q, 2]`` (pixels, (0, 0) = top-left *corner*, like ``synthetic.tracks`` and the
 ``tracking`` package) and ``visibility`` ``[V, F, Q]`` of Q query points placed on frame 0 of
-each view. Each Gaussian visible in view v at frame 0 (a depth-buffer test against the mesh,
-``diffusion_features.mesh_visibility``) is tied once, before training, to the ``k`` query points
-nearest its frame-0 projection within ``radius`` px, with inverse-distance weights. Its target
-displacement at frame t is the weighted mean of those tracks' displacements ``track(t) - track(0)``
-over the neighbours visible at t; a (view, frame, Gaussian) with no visible neighbour is not used.
+each view. A query is a material point: its frame-0 pixel is lifted onto the canonical mesh
+through the mesh's depth buffer in that view (``unproject_queries``), and the point is carried by
+the motion of its ``k`` nearest Gaussians in 3D (inverse-distance blend). The track term asks that
+point's projection at frame t to have moved by ``track(t) - track(0)``. Why 3D, not the Gaussians'
+2D neighbourhoods: averaging the displacements of queries around a Gaussian's projection pulls a
+part's edge toward its inside (at a turning blade's tip every query lies inward, so the target cut
+the tip's path short by ~2.5 px at 64 px), and mixes parts across depth edges; the lifted point
+is the tracked point itself.
+
+Seen at t, a query's target has weight 1. Hidden at t (behind another part, in that view), the
+tracker's estimate of where it went (CoTracker3 tracks through occlusion) has weight
+``occluded_weight`` (0 = not used): a blade tip that passes behind the hub half a turn later must
+still be told it went round, or the field cuts the chord between the frames it was seen in. (A
+weight falling with the frames out of sight was measured and lost the blade tips again; DESIGN.md.)
 
 File ``tracks.npz`` in a job folder (given videos): ``tracks`` float [V, F, Q, 2] in pixels of the
 job's video resolution, ``visibility`` bool [V, F, Q]; Q may differ per job, frame 0 holds the
@@ -25,20 +34,54 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from ..job import JobError
 
 
 @dataclass
 class TrackTargets:
-    """Per (view, frame, Gaussian) target displacements of the frame-0 projection, in pixels of
-    the training resolution, and where they are defined."""
+    """Every view's tracked points and where their tracks say they went, in pixels of the
+    training resolution (module docstring). Q is the tracks' query count; queries not seen on
+    frame 0, or off the mesh, have weight 0 on every frame."""
 
-    displacement: torch.Tensor  # [V, F, N, 2]
-    valid: torch.Tensor  # [V, F, N] bool
+    points: torch.Tensor  # [V, Q, 3] canonical material points of the queries
+    gaussians: torch.Tensor  # [V, Q, k] long: the Gaussians that carry each point
+    blend: torch.Tensor  # [V, Q, k] their weights (rows sum to 1)
+    displacement: torch.Tensor  # [V, F, Q, 2] track(t) - track(0)
+    weight: torch.Tensor  # [V, F, Q] float: 1 seen, occluded_weight hidden, 0 unused
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """[V, F, Q] bool: where a target is defined."""
+        return self.weight > 0
 
     def to(self, device: torch.device) -> "TrackTargets":
-        return TrackTargets(self.displacement.to(device), self.valid.to(device))
+        return TrackTargets(*(x.to(device) for x in (self.points, self.gaussians, self.blend, self.displacement, self.weight)))
+
+    def at(self, views: torch.Tensor | slice, frame: int) -> "ViewTracks":
+        """The targets of ``views`` at ``frame`` (what ``losses.track_loss`` takes)."""
+        return ViewTracks(self.points[views], self.gaussians[views], self.blend[views],
+                          self.displacement[views, frame], self.weight[views, frame])
+
+
+@dataclass
+class ViewTracks:
+    """One frame's targets in C views: ``points`` [C, Q, 3], ``gaussians``/``blend`` [C, Q, k],
+    ``displacement`` [C, Q, 2], ``weight`` [C, Q]."""
+
+    points: torch.Tensor
+    gaussians: torch.Tensor
+    blend: torch.Tensor
+    displacement: torch.Tensor
+    weight: torch.Tensor
+
+    def carried(self, surface_t: torch.Tensor, canonical: torch.Tensor) -> torch.Tensor:
+        """[C, Q, 3] the tracked points at t: each moved by its Gaussians' blended displacement
+        ``surface_t - canonical`` (``canonical`` gets no gradient: the term constrains motion, not
+        where the canonical Gaussians sit)."""
+        moved = surface_t[self.gaussians] - canonical.detach()[self.gaussians]  # [C, Q, k, 3]
+        return self.points + (moved * self.blend[..., None]).sum(-2)
 
 
 def check_tracks(tracks, visibility, views: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,54 +108,131 @@ def load_tracks_npz(path: str | Path, views: int, frames: int) -> tuple[torch.Te
                        "It needs arrays 'tracks' [V, F, Q, 2] and 'visibility' [V, F, Q] (numpy.savez).") from exc
 
 
+def unproject_queries(
+    pixels: torch.Tensor,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    image_size: tuple[int, int],
+    raster_size: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lift each view's frame-0 query pixels onto the mesh: (points [V, Q, 3], on_mesh [V, Q] bool).
+
+    ``pixels`` [V, Q, 2] in images of ``image_size`` = (width, height), cameras ``viewmats``/``Ks``
+    for that size. The mesh is rasterized at ``raster_size`` px on the longer side for the face
+    under each query, and the query's own ray meets that face's plane (exact, also at grazing
+    angles). A query whose raster pixel is background takes the nearest face in its 3x3
+    neighbourhood (it sits on the silhouette); none there: ``on_mesh`` False."""
+    from ..cameras import Camera
+    from ..meshraster import rasterize
+
+    verts = np.asarray(vertices, np.float64)
+    tri = verts[np.asarray(faces, np.int64)]  # [T, 3, 3]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    width, height = image_size
+    scale = raster_size / max(width, height)
+    rw, rh = max(1, round(width * scale)), max(1, round(height * scale))
+    nv, nq, _ = pixels.shape
+    points = np.zeros((nv, nq, 3))
+    on_mesh = np.zeros((nv, nq), dtype=bool)
+    for v in range(nv):
+        K = Ks[v].detach().cpu().double().numpy()
+        w2c = viewmats[v].detach().cpu().double().numpy()
+        Kr = K.copy()
+        Kr[0] *= rw / width
+        Kr[1] *= rh / height
+        raster = rasterize(verts, np.asarray(faces, np.int64), Camera(K=Kr, w2c=w2c, width=rw, height=rh), cull_backfaces=False)
+        depth = np.pad(np.where(raster.face_id >= 0, raster.depth, np.inf), 1, constant_values=np.inf)
+        face_ids = np.pad(raster.face_id, 1, constant_values=-1)
+        px = pixels[v].detach().cpu().double().numpy()
+        ix = np.clip(np.floor(px[:, 0] * rw / width).astype(np.int64), 0, rw - 1) + 1  # +1: the padding
+        iy = np.clip(np.floor(px[:, 1] * rh / height).astype(np.int64), 0, rh - 1) + 1
+        face, z = face_ids[iy, ix], depth[iy, ix]
+        for dy in (-1, 0, 1):  # silhouette queries: the nearest face around
+            for dx in (-1, 0, 1):
+                d = depth[iy + dy, ix + dx]
+                take = (face_ids[iy, ix] < 0) & (d < z)
+                face = np.where(take, face_ids[iy + dy, ix + dx], face)
+                z = np.where(take, d, z)
+        ok = face >= 0
+        c2w = np.linalg.inv(w2c)
+        origin = c2w[:3, 3]
+        rays = np.stack([(px[:, 0] - K[0, 2]) / K[0, 0], (px[:, 1] - K[1, 2]) / K[1, 1], np.ones(nq)], -1) @ c2w[:3, :3].T
+        f = np.where(ok, face, 0)
+        n, a = normals[f], tri[f, 0]
+        denom = (n * rays).sum(-1)
+        t = (n * (a - origin)).sum(-1) / np.where(np.abs(denom) > 1e-12, denom, 1e-12)
+        # the ray's camera z is 1 per unit t, so t is the depth: a plane met far from the raster's
+        # depth (grazing, or a silhouette query's neighbour face) gives way to that depth
+        t = np.where(np.abs(t - z) <= 0.05 * np.abs(z), t, z)
+        points[v] = np.where(ok[:, None], origin + rays * np.where(ok, t, 0.0)[:, None], 0.0)
+        on_mesh[v] = ok & (t > 0)
+    return torch.from_numpy(points).float(), torch.from_numpy(on_mesh)
+
+
 def associate_tracks(
-    p0: torch.Tensor,
-    visible0: torch.Tensor,
+    canonical: torch.Tensor,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    image_size: tuple[int, int],
     tracks: torch.Tensor,
     visibility: torch.Tensor,
     k: int = 3,
-    radius: float = 3.0,
+    occluded_weight: float = 0.0,
 ) -> TrackTargets:
-    """Tie each Gaussian to the tracks around its frame-0 projection (module docstring).
-
-    ``p0`` [V, N, 2] frame-0 projections, ``visible0`` [V, N] bool, ``tracks`` [V, F, Q, 2] and
-    ``visibility`` [V, F, Q] in the same pixels; ``radius`` in those pixels."""
+    """Lift every view's queries onto the mesh and tie each to its ``k`` nearest Gaussians
+    (module docstring). ``canonical`` [N, 3] the Gaussians' canonical centres; ``tracks``
+    [V, F, Q, 2] and ``visibility`` [V, F, Q] in pixels of ``image_size``, the cameras' size."""
     nv, nf, nq, _ = tracks.shape
-    disp = torch.zeros(nv, nf, p0.shape[1], 2)
-    valid = torch.zeros(nv, nf, p0.shape[1], dtype=torch.bool)
-    for v in range(nv):
-        queries = torch.nonzero(visibility[v, 0]).flatten()  # a query is placed where it is seen
-        if len(queries) == 0:
-            continue
-        dist = torch.cdist(p0[v].float(), tracks[v, 0, queries].float())  # [N, Q']
-        kk = min(k, len(queries))
-        d, j = dist.topk(kk, dim=1, largest=False)
-        near = (d <= radius) & visible0[v][:, None]
-        w = near.float() / (d + 0.5)  # inverse distance, softened so a query on the point does not dominate alone
-        q = queries[j]  # [N, kk]
-        moved = tracks[v][:, q] - tracks[v, 0][q][None]  # [F, N, kk, 2]
-        wt = w[None] * visibility[v][:, q].float()  # [F, N, kk]: neighbours seen at t
-        total = wt.sum(-1)
-        disp[v] = (moved * wt[..., None]).sum(-2) / total.clamp_min(1e-12)[..., None]
-        valid[v] = total > 0
-    return TrackTargets(disp, valid)
+    points, on_mesh = unproject_queries(tracks[:, 0], vertices, faces, viewmats, Ks, image_size)
+    used = on_mesh & visibility[:, 0].bool()  # a query is placed where it is seen
+    kk = min(k, canonical.shape[0])
+    d, idx = cKDTree(canonical.detach().cpu().double().numpy()).query(points.reshape(-1, 3).double().numpy(), k=kk)
+    d = torch.from_numpy(d.reshape(-1, kk)).float()
+    idx = torch.from_numpy(idx.reshape(-1, kk)).long()
+    w = 1.0 / (d + 0.5 * d[:, -1:] + 1e-12)  # inverse distance, softened by the neighbourhood's size
+    blend = (w / w.sum(-1, keepdim=True)).reshape(nv, nq, kk)
+    moved = tracks - tracks[:, :1]  # [V, F, Q, 2]
+    seen = visibility.bool() & used[:, None]
+    weight = seen.float()
+    if occluded_weight > 0:
+        weight = weight + float(occluded_weight) * (~visibility.bool() & used[:, None]).float()
+    return TrackTargets(points, idx.reshape(nv, nq, kk), blend, moved.float(), weight)
+
 
 
 def noisy_tracks(tracks: np.ndarray, visibility: np.ndarray, sigma_px: float = 1.0, outlier_frac: float = 0.05,
-                 outlier_px: float = 8.0, flip_frac: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                 outlier_px: float = 8.0, flip_frac: float = 0.05, seed: int = 0,
+                 hidden_drift_px: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Exact tracks degraded like a real tracker's: Gaussian jitter of ``sigma_px`` on every frame
     after 0, a fraction ``outlier_frac`` of (view, frame, point) entries off by a uniform offset of up
     to ``outlier_px`` in each axis, and ``flip_frac`` of the visibility flags after frame 0 flipped.
-    Frame 0 holds the queries and stays exact."""
+    While a point is hidden its estimate also drifts: a random walk of ``hidden_drift_px`` per hidden
+    frame (a tracker guesses from the point's neighbours there and its error grows the longer the
+    point stays out of sight; back in sight, it locks on again). Frame 0 holds the queries and stays
+    exact."""
     rng = np.random.default_rng(seed)
     t = np.array(tracks, dtype=np.float32, copy=True)
     vis = np.array(visibility, dtype=bool, copy=True)
+    hidden = ~vis[:, 1:]  # the true visibility, before the flags are flipped
     later = t[:, 1:]
     later += rng.normal(0.0, sigma_px, later.shape).astype(np.float32)
     out = rng.random(later.shape[:3]) < outlier_frac
     later[out] += rng.uniform(-outlier_px, outlier_px, (int(out.sum()), 2)).astype(np.float32)
     flip = rng.random(vis[:, 1:].shape) < flip_frac
     vis[:, 1:] ^= flip
+    if hidden_drift_px > 0:
+        steps = rng.normal(0.0, hidden_drift_px, later.shape) * hidden[..., None]
+        walk = np.cumsum(steps, axis=1)  # [V, F-1, Q, 2]
+        # restart the walk after each visible frame: subtract the walk's value at the last seen frame
+        seen_at = np.where(hidden, 0, np.arange(1, later.shape[1] + 1)[None, :, None])
+        last_seen = np.maximum.accumulate(seen_at, axis=1)  # 0 = not seen since frame 0
+        base = np.concatenate([np.zeros_like(walk[:, :1]), walk], axis=1)
+        base = np.take_along_axis(base, np.broadcast_to(last_seen[..., None], walk.shape), axis=1)
+        later += ((walk - base) * hidden[..., None]).astype(np.float32)
     return t, vis
 
 

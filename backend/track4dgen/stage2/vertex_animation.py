@@ -18,13 +18,17 @@ Then a short as-rigid-as-possible solve on the mesh's own edges pulls the vertic
 targets while keeping each one-ring close to a rotation of its rest shape (Sorkine & Alexa 2007,
 uniform edge weights, which unlike cotangent weights stay positive on bad triangles): noise in
 the field at the scale of one triangle would otherwise fold or tear the surface (``ArapSolver``
-says how it stays fast).
+says how it stays fast). Its first rotations come from the Gaussians, not from the one-rings
+(``RotationField``): how the ~2 % of the Gaussians around a vertex turned, fitted by Kabsch. A
+one-ring's rotation is read off targets whose noise is as large as the ring itself, and on a part
+thinner than that noise (a propeller blade 0.06 thick) the rings turn inside out; the wider
+neighbourhood spans the part's whole thickness and turns with it.
 
 Coincident vertices (UV or normal seams of a glTF export) are welded first, so both copies of a
 seam vertex get one trajectory and the seam cannot open. Frame 0 is the input mesh exactly.
 Evaluation runs in vertex chunks and the solver works on batches of frames of at most
 ``ARAP_VERTEX_FRAMES`` vertices x frames, so memory is linear in the vertex count: a 200k-vertex mesh
-x 16 frames takes ~5 s on one CPU core (benchmarks/bench_vertex_animation.py --big-only).
+x 16 frames takes ~11 s on one CPU core, 0.68 GB peak (benchmarks/bench_vertex_animation.py --big-only).
 """
 
 from __future__ import annotations
@@ -97,6 +101,39 @@ def _knn_weights(points: np.ndarray, centres: np.ndarray, k: int) -> tuple[np.nd
     dist, idx = dist.reshape(len(points), k), idx.reshape(len(points), k)
     w = 1.0 / np.maximum(dist, 1e-9)
     return idx, (w / w.sum(1, keepdims=True)).astype(np.float32)
+
+
+class RotationField:
+    """Per-frame rotations of any points from how the Gaussians around them turned.
+
+    ``samples`` Gaussians (all when fewer; a seeded random subset otherwise, so each neighbourhood
+    spans the same share of the object, ~``k / samples``, whatever the Gaussian count) each get,
+    per frame, the Kabsch rotation of their ``k`` nearest samples' canonical -> frame-t centres. A
+    point's rotation is the inverse-distance blend of its ``blend_k`` nearest samples' rotations,
+    projected back onto rotations. Why the Gaussians' centres and not their orientation quaternions:
+    a near-round or flat splat's own rotation barely changes its image, so the fit leaves it loose
+    (a blade tip's Gaussians turned 15-30 degrees of the true 180)."""
+
+    def __init__(self, model: Stage2Model, points: np.ndarray, samples: int = 3000, k: int = 64, blend_k: int = 8,
+                 seed: int = 0) -> None:
+        full = model.gaussians.means.detach().cpu().double().numpy()
+        n = len(full)
+        self.ids = np.arange(n) if n <= samples else np.sort(np.random.default_rng(seed).choice(n, samples, replace=False))
+        means = full[self.ids]
+        k = min(k, len(means))
+        self.neighbours = cKDTree(means).query(means, k=k)[1].reshape(len(means), k)
+        self.rest = means[self.neighbours] - means[self.neighbours].mean(1, keepdims=True)  # [M, k, 3]
+        self.idx, self.w = _knn_weights(np.asarray(points, dtype=np.float32), means.astype(np.float32), blend_k)
+        self.model, self.anchor = model, model.anchor()
+
+    @torch.no_grad()
+    def at(self, frame: int) -> np.ndarray:
+        """[P, 3, 3] float32 rotations of the points at ``frame`` (rest -> frame)."""
+        moved = self.model.frame(frame, self.anchor).surface.detach().cpu().double().numpy()[self.ids][self.neighbours]
+        cov = np.einsum("mka,mkb->mab", self.rest, moved - moved.mean(1, keepdims=True))
+        rot = closest_rotations(cov.astype(np.float32))  # maps rest offsets onto the frame's
+        blend = np.einsum("pk,pkab->pab", self.w, rot[self.idx])
+        return closest_rotations(np.ascontiguousarray(np.swapaxes(blend, 1, 2)))  # the rotation nearest the blend
 
 
 @torch.no_grad()
@@ -380,15 +417,18 @@ class ArapSolver:
             rz = rz_new
         return x
 
-    def solve(self, targets: np.ndarray, iterations: int = 2) -> np.ndarray:
+    def solve(self, targets: np.ndarray, iterations: int = 2, first_rotations: np.ndarray | None = None) -> np.ndarray:
         """Positions near ``targets`` ([N, 3], or [C, N, 3] for C frames solved together), same shape;
-        starts from the targets."""
+        starts from the targets. ``first_rotations`` (same leading shape, then 3 x 3): one global step
+        with these rotations before the ``iterations`` local/global ones (``RotationField``)."""
         t = np.asarray(targets, dtype=np.float32)
         frames = t.reshape(-1, *t.shape[-2:])  # [C, N, 3]
         c, n = frames.shape[:2]
         goal = p = np.ascontiguousarray(frames.transpose(1, 0, 2))  # [N, C, 3]; the global step works on rows [3C, N]
-        for _ in range(iterations):
-            b = self.rhs(self.rotations(p), goal)
+        steps = [] if first_rotations is None else [
+            np.ascontiguousarray(np.asarray(first_rotations, dtype=np.float32).reshape(c, n, 3, 3).transpose(1, 0, 2, 3))]
+        for rot in steps + [None] * iterations:
+            b = self.rhs(self.rotations(p) if rot is None else rot, goal)
             x = self.global_step(b.reshape(n, -1).T.copy(), p.reshape(n, -1).T.copy())
             p = np.ascontiguousarray(x.T).reshape(n, c, 3)
         return p.transpose(1, 0, 2).reshape(t.shape)
@@ -422,9 +462,12 @@ def vertex_trajectories(
     positions = targets
     if arap_iterations > 0 and model.num_frames > 1:
         solver = ArapSolver(unique, inverse[f], arap_weight, max_stretch=max_stretch)
+        turns = RotationField(model, pts)
         step = max(1, ARAP_VERTEX_FRAMES // len(pts))  # frames solved together (small meshes only)
         for fr in range(1, model.num_frames, step):  # in place: each batch's targets are read before written
-            positions[fr : fr + step] = solver.solve(targets[fr : fr + step], arap_iterations)
+            batch = range(fr, min(fr + step, model.num_frames))
+            first = np.stack([turns.at(b) for b in batch])
+            positions[fr : fr + step] = solver.solve(targets[fr : fr + step], arap_iterations, first)
     timings["arap_s"] = time.perf_counter() - t1
     out = positions[:, inverse]
     out[0] = v  # frame 0 is the input mesh, bit for bit

@@ -163,7 +163,7 @@ def write_job(
             from ..stage2.tracks import noisy_tracks
 
             px = resolution / 64.0  # the noise is defined at 64 px
-            t, vis = noisy_tracks(t, vis, sigma_px=1.0 * px, outlier_px=8.0 * px, seed=seed)
+            t, vis = noisy_tracks(t, vis, sigma_px=1.0 * px, outlier_px=8.0 * px, seed=seed, hidden_drift_px=1.0 * px)
         np.savez_compressed(job_dir / "tracks.npz", tracks=t, visibility=vis)
     held = rig_cameras(resolution, azimuths_deg=HELDOUT_AZIMUTHS_DEG)
     held_videos = straight_alpha(render_animation(anim.vertices_per_frame, anim.faces, anim.colors, held, background), background)
