@@ -121,9 +121,11 @@ def unproject_queries(
 
     ``pixels`` [V, Q, 2] in images of ``image_size`` = (width, height), cameras ``viewmats``/``Ks``
     for that size. The mesh is rasterized at ``raster_size`` px on the longer side for the face
-    under each query, and the query's own ray meets that face's plane (exact, also at grazing
-    angles). A query whose raster pixel is background takes the nearest face in its 3x3
-    neighbourhood (it sits on the silhouette); none there: ``on_mesh`` False."""
+    under each query, and the query's own ray meets that face's plane (exact, not quantised to the
+    raster). A query whose raster pixel is background takes the nearest face in its 3x3
+    neighbourhood (it sits on the silhouette); where the plane is met more than 5 % away from the
+    raster's depth (grazing faces, a neighbour's face) the point is put at that depth instead. No
+    face around: ``on_mesh`` False and the point 0."""
     from ..cameras import Camera
     from ..meshraster import rasterize
 
