@@ -44,6 +44,18 @@ def scaled_camera(camera: Camera, factor: int) -> Camera:
     return Camera(K=K, w2c=camera.w2c, width=camera.width * factor, height=camera.height * factor)
 
 
+def resized_camera(K: np.ndarray, w2c: np.ndarray, image_size: tuple[int, int], longer_side: int) -> Camera:
+    """The camera of images of ``image_size`` = (width, height) on a grid of ``longer_side`` px on its
+    longer side (same aspect, rounded): what a finer depth buffer for those images is drawn with."""
+    width, height = image_size
+    scale = longer_side / max(width, height)
+    rw, rh = max(1, round(width * scale)), max(1, round(height * scale))
+    Kr = np.array(K, dtype=np.float64, copy=True)
+    Kr[0] *= rw / width
+    Kr[1] *= rh / height
+    return Camera(K=Kr, w2c=np.asarray(w2c, dtype=np.float64), width=rw, height=rh)
+
+
 def rasterize(vertices: np.ndarray, faces: np.ndarray, camera: Camera, cull_backfaces: bool = True) -> Raster:
     """Z-buffer rasterization of a triangle mesh at the camera's resolution.
 

@@ -48,25 +48,20 @@ def mesh_visibility(
     of the surface (or just miss the silhouette); one raster pixel of slack costs at most one pixel
     of occluder edge.
     """
-    from ..cameras import Camera
-    from ..meshraster import rasterize
+    from ..meshraster import rasterize, resized_camera
 
     pts = points.detach().float().cpu()
     v = vertices.detach().cpu().double().numpy()
     f = faces.detach().cpu().long().numpy()
     if eps is None:
         eps = 1e-3 * float(np.linalg.norm(v.max(0) - v.min(0)))
-    width, height = image_size
-    scale = raster_size / max(width, height)
-    rw, rh = max(1, round(width * scale)), max(1, round(height * scale))
-    Kr = Ks.detach().cpu().double().clone()
-    Kr[:, 0] *= rw / width
-    Kr[:, 1] *= rh / height
     vms = viewmats.detach().cpu().double()
-    u, vv, z = project_to_pixels(pts.double(), Kr, vms)
+    cams = [resized_camera(K, vm, image_size, raster_size) for K, vm in zip(Ks.detach().cpu().double().numpy(), vms.numpy())]
+    rw, rh = cams[0].width, cams[0].height
+    u, vv, z = project_to_pixels(pts.double(), torch.from_numpy(np.stack([c.K for c in cams])), vms)
     out = torch.zeros(len(vms), pts.shape[0], dtype=torch.bool)
     for k in range(len(vms)):
-        depth = rasterize(v, f, Camera(K=Kr[k].numpy(), w2c=vms[k].numpy(), width=rw, height=rh), cull_backfaces=False).depth
+        depth = rasterize(v, f, cams[k], cull_backfaces=False).depth
         d = torch.from_numpy(np.where(np.isfinite(depth), depth, -np.inf))
         far = F.max_pool2d(d[None, None], 3, stride=1, padding=1)[0, 0]  # farthest surface around each pixel
         ix, iy = u[k].floor().long(), vv[k].floor().long()

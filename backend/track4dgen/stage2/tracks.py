@@ -126,25 +126,21 @@ def unproject_queries(
     neighbourhood (it sits on the silhouette); where the plane is met more than 5 % away from the
     raster's depth (grazing faces, a neighbour's face) the point is put at that depth instead. No
     face around: ``on_mesh`` False and the point 0."""
-    from ..cameras import Camera
-    from ..meshraster import rasterize
+    from ..meshraster import rasterize, resized_camera
 
     verts = np.asarray(vertices, np.float64)
     tri = verts[np.asarray(faces, np.int64)]  # [T, 3, 3]
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     width, height = image_size
-    scale = raster_size / max(width, height)
-    rw, rh = max(1, round(width * scale)), max(1, round(height * scale))
     nv, nq, _ = pixels.shape
     points = np.zeros((nv, nq, 3))
     on_mesh = np.zeros((nv, nq), dtype=bool)
     for v in range(nv):
         K = Ks[v].detach().cpu().double().numpy()
         w2c = viewmats[v].detach().cpu().double().numpy()
-        Kr = K.copy()
-        Kr[0] *= rw / width
-        Kr[1] *= rh / height
-        raster = rasterize(verts, np.asarray(faces, np.int64), Camera(K=Kr, w2c=w2c, width=rw, height=rh), cull_backfaces=False)
+        cam = resized_camera(K, w2c, image_size, raster_size)
+        rw, rh = cam.width, cam.height
+        raster = rasterize(verts, np.asarray(faces, np.int64), cam, cull_backfaces=False)
         depth = np.pad(np.where(raster.face_id >= 0, raster.depth, np.inf), 1, constant_values=np.inf)
         face_ids = np.pad(raster.face_id, 1, constant_values=-1)
         px = pixels[v].detach().cpu().double().numpy()
@@ -227,14 +223,11 @@ def noisy_tracks(tracks: np.ndarray, visibility: np.ndarray, sigma_px: float = 1
     flip = rng.random(vis[:, 1:].shape) < flip_frac
     vis[:, 1:] ^= flip
     if hidden_drift_px > 0:
-        steps = rng.normal(0.0, hidden_drift_px, later.shape) * hidden[..., None]
-        walk = np.cumsum(steps, axis=1)  # [V, F-1, Q, 2]
-        # restart the walk after each visible frame: subtract the walk's value at the last seen frame
-        seen_at = np.where(hidden, 0, np.arange(1, later.shape[1] + 1)[None, :, None])
-        last_seen = np.maximum.accumulate(seen_at, axis=1)  # 0 = not seen since frame 0
-        base = np.concatenate([np.zeros_like(walk[:, :1]), walk], axis=1)
-        base = np.take_along_axis(base, np.broadcast_to(last_seen[..., None], walk.shape), axis=1)
-        later += ((walk - base) * hidden[..., None]).astype(np.float32)
+        steps = rng.normal(0.0, hidden_drift_px, later.shape)
+        drift = np.zeros_like(steps[:, 0])  # [V, Q, 2]
+        for f in range(later.shape[1]):  # grows while hidden, back to 0 once seen
+            drift = np.where(hidden[:, f, :, None], drift + steps[:, f], 0.0)
+            later[:, f] += drift.astype(np.float32)
     return t, vis
 
 

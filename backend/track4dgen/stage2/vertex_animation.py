@@ -112,28 +112,44 @@ class RotationField:
     point's rotation is the inverse-distance blend of its ``blend_k`` nearest samples' rotations,
     projected back onto rotations. Why the Gaussians' centres and not their orientation quaternions:
     a near-round or flat splat's own rotation barely changes its image, so the fit leaves it loose
-    (a blade tip's Gaussians turned 15-30 degrees of the true 180)."""
+    (a blade tip's Gaussians turned 15-30 degrees of the true 180).
 
-    def __init__(self, model: Stage2Model, points: np.ndarray, samples: int = 3000, k: int = 64, blend_k: int = 8,
+    ``centres`` [F, G, 3]: the Gaussians' tracked surface points per frame, frame 0 the canonical
+    ones (``gaussian_motion``)."""
+
+    def __init__(self, centres: np.ndarray, points: np.ndarray, samples: int = 3000, k: int = 64, blend_k: int = 8,
                  seed: int = 0) -> None:
-        full = model.gaussians.means.detach().cpu().double().numpy()
-        n = len(full)
+        n = centres.shape[1]
         self.ids = np.arange(n) if n <= samples else np.sort(np.random.default_rng(seed).choice(n, samples, replace=False))
-        means = full[self.ids]
-        k = min(k, len(means))
-        self.neighbours = cKDTree(means).query(means, k=k)[1].reshape(len(means), k)
-        self.rest = means[self.neighbours] - means[self.neighbours].mean(1, keepdims=True)  # [M, k, 3]
-        self.idx, self.w = _knn_weights(np.asarray(points, dtype=np.float32), means.astype(np.float32), blend_k)
-        self.model, self.anchor = model, model.anchor()
+        self.centres = np.asarray(centres, dtype=np.float64)[:, self.ids]
+        rest = self.centres[0]
+        k = min(k, len(rest))
+        self.neighbours = cKDTree(rest).query(rest, k=k)[1].reshape(len(rest), k)
+        self.rest = rest[self.neighbours] - rest[self.neighbours].mean(1, keepdims=True)  # [M, k, 3]
+        self.idx, self.w = _knn_weights(np.asarray(points, dtype=np.float32), rest.astype(np.float32), blend_k)
 
-    @torch.no_grad()
     def at(self, frame: int) -> np.ndarray:
         """[P, 3, 3] float32 rotations of the points at ``frame`` (rest -> frame)."""
-        moved = self.model.frame(frame, self.anchor).surface.detach().cpu().double().numpy()[self.ids][self.neighbours]
+        moved = self.centres[frame][self.neighbours]
         cov = np.einsum("mka,mkb->mab", self.rest, moved - moved.mean(1, keepdims=True))
         rot = closest_rotations(cov.astype(np.float32))  # maps rest offsets onto the frame's
         blend = np.einsum("pk,pkab->pab", self.w, rot[self.idx])
         return closest_rotations(np.ascontiguousarray(np.swapaxes(blend, 1, 2)))  # the rotation nearest the blend
+
+
+@torch.no_grad()
+def gaussian_motion(model: Stage2Model) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussians' tracked surface points [F, G, 3] and rotation deltas [F, G, 4] (wxyz) per frame,
+    on the CPU; frame 0 the canonical ones. Evaluated once and read by ``bind_targets`` and
+    ``RotationField`` alike."""
+    anchor = model.anchor()  # D(x, 0) once for all frames
+    means = model.gaussians.means.detach().cpu()
+    surfaces, dqs = [means], [torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(len(means), 4)]
+    for f in range(1, model.num_frames):
+        state = model.frame(f, anchor)
+        surfaces.append(state.surface.cpu())
+        dqs.append(state.dq.cpu())
+    return torch.stack(surfaces), torch.stack(dqs)
 
 
 @torch.no_grad()
@@ -164,7 +180,8 @@ def field_targets(model: Stage2Model, points: np.ndarray, k: int = 8, chunk: int
 
 
 @torch.no_grad()
-def bind_targets(model: Stage2Model, points: np.ndarray, k: int = 8) -> np.ndarray:
+def bind_targets(model: Stage2Model, points: np.ndarray, k: int = 8,
+                 motion: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
     """Positions [F, P, 3] of ``points`` carried by their k nearest Gaussians (``method="bind"``).
 
     Each neighbour g moves the point rigidly, ``mu_g + R_g (x - g_0)``; the blend
@@ -172,8 +189,9 @@ def bind_targets(model: Stage2Model, points: np.ndarray, k: int = 8) -> np.ndarr
     in the per-Gaussian ``[R_g | mu_g - R_g g_0]``, so one sparse weight matrix [P, G] blends them for
     every point at once (linear blend skinning) instead of rotating P x k offsets per frame.
     Positions are taken about the Gaussians' centroid, so float32 keeps the object's own precision
-    wherever it sits.
+    wherever it sits. ``motion``: ``gaussian_motion(model)`` when the caller has it already.
     """
+    surfaces, dqs = gaussian_motion(model) if motion is None else motion
     g0 = model.gaussians.means.detach().cpu()
     idx, w = _knn_weights(points, g0.numpy(), k)
     centre = g0.mean(0)
@@ -181,12 +199,10 @@ def bind_targets(model: Stage2Model, points: np.ndarray, k: int = 8) -> np.ndarr
     blend = sp.csr_matrix((w.ravel(), idx.ravel(), np.arange(0, idx.size + 1, idx.shape[1])), shape=(len(points), len(g0)))
     out = np.empty((model.num_frames, len(points), 3), dtype=np.float32)
     out[0] = points
-    anchor = model.anchor()  # D(x, 0) once for all frames
     basis = torch.eye(3).expand(len(g0), 3, 3)
     for f in range(1, model.num_frames):
-        state = model.frame(f, anchor)
-        rot = quat_rotate(state.dq.cpu()[:, None, :], basis).transpose(1, 2)  # [G, 3, 3]: column c is R e_c
-        shift = state.surface.cpu() - centre - (rot @ g0[:, :, None])[..., 0]
+        rot = quat_rotate(dqs[f][:, None, :], basis).transpose(1, 2)  # [G, 3, 3]: column c is R e_c
+        shift = surfaces[f] - centre - (rot @ g0[:, :, None])[..., 0]
         per_point = blend @ torch.cat([rot.reshape(-1, 9), shift], 1).numpy()  # [P, 12]
         out[f] = np.einsum("pab,pb->pa", per_point[:, :9].reshape(-1, 3, 3), local) + per_point[:, 9:] + centre.numpy()
     return out
@@ -456,13 +472,14 @@ def vertex_trajectories(
     t0 = time.perf_counter()
     unique, inverse = weld(v)
     pts = unique.astype(np.float32)
-    targets = field_targets(model, pts, k) if method == "field" else bind_targets(model, pts, k)
+    motion = gaussian_motion(model)
+    targets = field_targets(model, pts, k) if method == "field" else bind_targets(model, pts, k, motion)
     timings["targets_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     positions = targets
     if arap_iterations > 0 and model.num_frames > 1:
         solver = ArapSolver(unique, inverse[f], arap_weight, max_stretch=max_stretch)
-        turns = RotationField(model, pts)
+        turns = RotationField(motion[0].numpy(), pts)
         step = max(1, ARAP_VERTEX_FRAMES // len(pts))  # frames solved together (small meshes only)
         for fr in range(1, model.num_frames, step):  # in place: each batch's targets are read before written
             batch = range(fr, min(fr + step, model.num_frames))
